@@ -1,0 +1,106 @@
+"""The `lineage` command: train an experiment, sample from a run.
+
+    lineage train experiments/gpt_wiki model.n_layer=6 train.steps=2000
+    lineage sample runs/gpt_wiki/<run> --prompt "The history of"
+
+Errors a user can fix (a bad config key, a missing data file, a diverged run) are printed
+as one line naming what to change, with exit status 2 (usage) or 1 (the run failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _train(args) -> int:
+  import jax
+
+  if args.distributed:  # every host of a TPU pod slice runs the same command
+    jax.distributed.initialize()
+  from research.config import load_experiment
+  from research.train.loop import train
+
+  cfg = load_experiment(args.experiment, args.overrides)
+  result = train(cfg, run_dir=Path(args.run_dir) if args.run_dir else None)
+  final = ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items())
+  print(f"{result.status} at step {result.step}: {final}")
+  print(f"run directory: {result.run_dir}  (metrics.jsonl, tb/, checkpoints/, config.json)")
+  return 0 if result.status == "done" else 3
+
+
+def _sample(args) -> int:
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from research import config as config_lib
+  from research.decode import SamplingConfig, generate
+  from research.objectives.lm import build_model
+  from research.tokenizers import load_tokenizer
+  from research.train.checkpoint import restore_params
+
+  run_dir = Path(args.run_dir)
+  if not (run_dir / "config.json").exists():
+    raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+  cfg = config_lib.load(run_dir / "config.json")
+  tokenizer = load_tokenizer(run_dir / "artifacts" / "tokenizer")
+  abstract = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0)))
+  graphdef, abstract_params = nnx.split(abstract, nnx.Param)
+  params, step = restore_params(run_dir, abstract_params)
+  model = nnx.merge(graphdef, params)
+  ids = [tokenizer.bos_id] + tokenizer.encode(args.prompt) if args.prompt else [tokenizer.eos_id]
+  block = cfg.model.block_size
+  new = min(args.max_new_tokens, block - len(ids))
+  if new <= 0:
+    print(f"lineage sample: error: the prompt is {len(ids)} tokens; the model's context is {block}", file=sys.stderr)
+    return 2
+  sampling = SamplingConfig(max_new_tokens=new, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+  prompt = jnp.asarray([ids] * args.num_samples, jnp.int32)
+  tokens = generate(model, prompt, sampling, seed=args.seed)
+  print(f"# {run_dir} at step {step}; {sampling}; seed {args.seed}", file=sys.stderr)
+  for row in tokens.tolist():
+    print(tokenizer.decode(row[1:]))
+    print("---")
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="lineage", description=__doc__.split("\n\n")[0])
+  commands = parser.add_subparsers(dest="command", required=True)
+
+  p = commands.add_parser("train", help="train an experiment (resumes if the run directory has checkpoints)")
+  p.add_argument("experiment", help="an experiment directory holding config.py, e.g. experiments/gpt_wiki")
+  p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, e.g. train.steps=100")
+  p.add_argument("--run-dir", help="the run directory (default runs/<experiment>/<train.run_name or time>)")
+  p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host TPU)")
+  p.set_defaults(run=_train)
+
+  p = commands.add_parser("sample", help="generate text from a trained language model")
+  p.add_argument("run_dir", help="a run directory made by `lineage train`")
+  p.add_argument("--prompt", default="", help="text to continue (default: start from nothing)")
+  p.add_argument("--max-new-tokens", type=int, default=200)
+  p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+  p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
+  p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+  p.add_argument("--num-samples", type=int, default=1)
+  p.add_argument("--seed", type=int, default=0)
+  p.set_defaults(run=_sample)
+
+  args = parser.parse_args(argv)
+  from research.config import ConfigError
+  from research.data.text import DataError
+  from research.train.loop import NonFiniteError
+
+  try:
+    return args.run(args)
+  except (ConfigError, DataError) as e:
+    print(f"lineage {args.command}: error: {e}", file=sys.stderr)
+    return 2
+  except (NonFiniteError, FileNotFoundError) as e:
+    print(f"lineage {args.command}: error: {e}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

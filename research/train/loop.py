@@ -1,0 +1,269 @@
+"""The trainer: one loop for every objective. It knows no architecture.
+
+Reads top to bottom: run directory, task (data, tokenizer, model), mesh, parameters
+initialised into their shardings, the jitted step, checkpoint restore, FLOPs, then the
+loop with its periodic logging, evaluation and checkpointing, and preemption.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from research import config as config_lib
+from research.config import Config, ConfigError
+from research.train import flops as flops_lib
+from research.train.checkpoint import Checkpointer
+from research.train.metrics import MetricWriter
+from research.train.optimizer import make_optimizer, schedule
+from research.train.sharding import batch_sharding, make_mesh, put_batch, state_shardings
+from research.train.step import init_state, make_eval_step, make_train_step
+
+# Keys that may change when a run is resumed; any other difference is an error.
+RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
+                     "train.checkpoint_every", "train.keep_checkpoints", "train.progress"}
+
+
+class NonFiniteError(RuntimeError):
+  """The loss or gradient norm became NaN or Inf; the run stopped before saving it."""
+
+
+@dataclass
+class Result:
+  run_dir: Path
+  step: int
+  status: str  # "done" | "preempted"
+  state: dict  # the final train state (on device)
+  eval: dict  # the last evaluation's metrics
+
+
+def load_task(cfg: Config, log=print):
+  return importlib.import_module(f"research.objectives.{cfg.objective}").Task(cfg, log=log)
+
+
+def run_dir_for(cfg: Config) -> Path:
+  name = cfg.train.run_name or time.strftime("%Y-%m-%d_%H-%M-%S")
+  return Path(cfg.train.runs_dir) / cfg.experiment / name
+
+
+def _flat(d: dict, prefix="") -> dict:
+  out = {}
+  for k, v in d.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
+def _check_resume(saved: Config, cfg: Config) -> None:
+  old, new = _flat(config_lib.to_dict(saved)), _flat(config_lib.to_dict(cfg))
+  changed = sorted(k for k in old.keys() | new.keys()
+                   if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+                   and not (k == "model.vocab_size" and new.get(k) == 0))
+  if changed:
+    diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+    raise ConfigError(f"this run directory holds a run with a different config ({diffs}); "
+                      "use another train.run_name, or resume with the same settings")
+
+
+class _StopSignal:
+  """Turns SIGTERM (a preempted VM) and SIGINT (Ctrl-C) into a flag the loop checks each step."""
+
+  def __init__(self):
+    self.received = None
+
+  def __enter__(self):
+    self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    return self
+
+  def _handle(self, signum, frame):
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for s, handler in self.previous.items():
+      signal.signal(s, handler)
+
+
+@dataclass
+class Prepared:
+  """What the loop needs, built from a config, a task and a mesh (tests build it directly)."""
+  graphdef: nnx.GraphDef
+  abstract_state: dict  # ShapeDtypeStructs of {"step", "params", "opt"}
+  shardings: dict  # NamedShardings of the same tree
+  data_sharding: jax.sharding.NamedSharding
+  init: Callable[[], dict]  # jitted; returns the initial state, already sharded
+  step: Callable  # jitted train step (state, batch) -> (state, metrics); donates state
+  eval: Callable  # jitted (params, batch) -> metrics
+  n_params: int
+
+
+def prepare(cfg: Config, task, mesh: jax.sharding.Mesh) -> Prepared:
+  """Initialises nothing yet: shapes, shardings and the jitted functions."""
+  tc = cfg.train
+  dtype = jnp.dtype(tc.compute_dtype)
+  tx = make_optimizer(cfg.optim, tc.steps)
+  build = lambda: task.build_model(nnx.Rngs(params=tc.seed), dtype)
+  graphdef, abstract_params = nnx.split(nnx.eval_shape(build), nnx.Param)
+  abstract_state = jax.eval_shape(lambda p: init_state(p, tx), abstract_params)
+  shardings = state_shardings(abstract_state, mesh)
+  data_sharding = batch_sharding(mesh)
+  step = jax.jit(
+      make_train_step(graphdef, task.loss_fn, tx, seed=tc.seed, grad_accum=tc.grad_accum,
+                      lr_schedule=schedule(cfg.optim, tc.steps)),
+      in_shardings=(shardings, data_sharding), out_shardings=(shardings, None), donate_argnums=0)
+  return Prepared(
+      graphdef=graphdef, abstract_state=abstract_state, shardings=shardings, data_sharding=data_sharding,
+      init=jax.jit(lambda: init_state(nnx.state(build(), nnx.Param), tx), out_shardings=shardings),
+      step=step,
+      eval=jax.jit(make_eval_step(graphdef, task.loss_fn), in_shardings=(shardings["params"], data_sharding)),
+      n_params=sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params)))
+
+
+def train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, on_step=None,
+          log=print) -> Result:
+  """Trains `cfg` to `train.steps`, resuming from the run directory's latest checkpoint."""
+  tc = cfg.train
+  # ---------------------------------------------------------------- run directory, task
+  run_dir = Path(run_dir or run_dir_for(cfg))
+  saved_config = run_dir / "config.json"
+  task = task or load_task(cfg, log)
+  if saved_config.exists():
+    _check_resume(config_lib.load(saved_config), cfg)
+  run_dir.mkdir(parents=True, exist_ok=True)
+  config_lib.save(cfg, saved_config)  # after the task has filled in derived fields (vocab_size)
+  task.save_artifacts(run_dir / "artifacts")
+
+  # ---------------------------------------------------------------- mesh, model, step
+  mesh = make_mesh(cfg.mesh, devices)
+  p = prepare(cfg, task, mesh)
+  loss_fn, graphdef, data_sharding = task.loss_fn, p.graphdef, p.data_sharding
+
+  # ---------------------------------------------------------------- init or restore
+  checkpointer = Checkpointer(run_dir / "checkpoints", keep=tc.keep_checkpoints, every=tc.checkpoint_every)
+  start = checkpointer.latest_step()
+  if start is None:
+    state, start = p.init(), 0
+  else:
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          p.abstract_state, p.shardings)
+    state = checkpointer.restore(target, start)
+    log(f"resumed from the checkpoint at step {start}")
+
+  # ---------------------------------------------------------------- compile, count FLOPs
+  t = time.perf_counter()
+  example = put_batch(task.train_batch(start), data_sharding)
+  compiled = p.step.lower(state, example).compile()
+  compile_seconds = time.perf_counter() - t
+  step_flops = flops_lib.compiled_flops(compiled)
+  if tc.grad_accum > 1:  # the scan's body was counted once; add the other micro-batches
+    micro = jax.tree.map(lambda x: x[: x.shape[0] // tc.grad_accum], example)
+    grad_of = jax.value_and_grad(
+        lambda params, b: loss_fn(nnx.merge(graphdef, params), b, jax.random.key(0), True), has_aux=True)
+    step_flops += (tc.grad_accum - 1) * flops_lib.compiled_flops(
+        jax.jit(grad_of).lower(state["params"], micro).compile())
+  peak, peak_source = flops_lib.device_peak_flops(tc.compute_dtype, Path.home() / ".cache/lineage/peak_flops.json")
+  facts = {
+      "experiment": cfg.experiment, "params": p.n_params, "devices": jax.device_count(),
+      "device_kind": jax.devices()[0].device_kind, "mesh": dict(mesh.shape),
+      "flops_per_step_per_device": step_flops, "peak_flops_per_device": peak, "peak_source": peak_source,
+      "compile_seconds": round(compile_seconds, 2), "tokens_per_step": task.tokens_per_step,
+      "jax": jax.__version__, **getattr(task, "facts", {}),
+  }
+  (run_dir / "run.json").write_text(json.dumps(facts, indent=2) + "\n")
+  log(f"model: {p.n_params:,} parameters; mesh {dict(mesh.shape)}; step compiled in {compile_seconds:.1f}s, "
+      f"{step_flops / 1e9:.2f} GFLOP per device; peak {peak / 1e9:.0f} GFLOP/s ({peak_source})")
+
+  # ---------------------------------------------------------------- evaluation
+  eval_data = [put_batch(b, data_sharding) for b in task.eval_batches()]
+
+  def evaluate(params) -> dict:
+    rows = [jax.device_get(p.eval(params, b)) for b in eval_data]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    return {**mean, **task.derived_metrics(mean)}
+
+  # ---------------------------------------------------------------- the loop
+  writer = MetricWriter(run_dir, total_steps=tc.steps, start_step=start, progress=tc.progress)
+  log = writer.print if tc.progress else log
+  window: list[dict] = []  # fetched train metrics since the last log line
+  last_eval: dict = {}
+  pending = None  # (step, metrics on device): fetched one step late, so dispatch runs ahead
+  t_window, data_seconds, step = time.perf_counter(), 0.0, start
+  status = "done"
+
+  def fetch_pending():
+    nonlocal pending
+    if pending is None:
+      return
+    k, metrics = pending
+    pending = None
+    metrics = {key: float(v) for key, v in jax.device_get(metrics).items()}
+    if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
+      last = checkpointer.latest_step()
+      raise NonFiniteError(
+          f"loss={metrics['loss']} grad_norm={metrics['grad_norm']} at step {k}: training stopped; "
+          f"the last good checkpoint is step {last} in {run_dir / 'checkpoints'}" if last is not None else
+          f"loss={metrics['loss']} grad_norm={metrics['grad_norm']} at step {k}: training stopped; no checkpoint was saved yet")
+    window.append(metrics)
+
+  try:
+    with _StopSignal() as stop:
+      while step < tc.steps:
+        t = time.perf_counter()
+        batch = put_batch(task.train_batch(step), data_sharding)
+        data_seconds += time.perf_counter() - t
+        state, metrics = compiled(state, batch)
+        fetch_pending()
+        step += 1
+        pending = (step, metrics)
+
+        if step % tc.log_every == 0 or step == tc.steps:
+          fetch_pending()
+          jax.block_until_ready(state)
+          elapsed = time.perf_counter() - t_window
+          mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+          n = len(window)
+          row = {f"train/{k}": v for k, v in {**mean, **task.derived_metrics(mean)}.items()}
+          row.update({
+              "perf/step_seconds": elapsed / n, "perf/data_seconds": data_seconds / n,
+              "perf/tokens_per_second": task.tokens_per_step * n / elapsed,
+              "perf/flops_per_second": step_flops * n / elapsed,
+              "perf/mfu": step_flops * n / elapsed / peak if peak else 0.0,
+          })
+          writer.write(step, row)
+          writer.progress(step, loss=mean["loss"], tok_s=row["perf/tokens_per_second"], mfu=row["perf/mfu"])
+          window, t_window, data_seconds = [], time.perf_counter(), 0.0
+
+        if step % tc.eval_every == 0 or step == tc.steps:
+          fetch_pending()
+          last_eval = evaluate(state["params"])
+          writer.write(step, {f"eval/{k}": v for k, v in last_eval.items()})
+          log(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in last_eval.items()))
+          t_window = time.perf_counter()  # evaluation time is not training throughput
+
+        if step % tc.checkpoint_every == 0 or step == tc.steps:
+          fetch_pending()  # never save a state whose step went non-finite
+          checkpointer.save(step, state, force=True)
+
+        if on_step is not None:
+          on_step(step, state)
+        if stop.received or checkpointer.reached_preemption(step):
+          fetch_pending()
+          checkpointer.save(step, state, force=True)
+          status = "preempted"
+          log(f"{stop.received or 'preemption notice'} at step {step}: checkpoint saved; "
+              f"run the same command again to resume")
+          break
+      fetch_pending()
+  finally:
+    writer.close()
+    checkpointer.close()
+  return Result(run_dir=run_dir, step=step, status=status, state=state, eval=last_eval)
