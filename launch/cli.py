@@ -10,8 +10,12 @@ as one line naming what to change, with exit status 2 (usage) or 1 (the run fail
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
+
+
+EXTRA_COMMANDS: tuple[str, ...] = ()
 
 
 def _train(args) -> int:
@@ -87,14 +91,19 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--seed", type=int, default=0)
   p.set_defaults(run=_sample)
 
+  # Commands of later objectives live in their own modules, each with `register(commands)`.
+  for name in EXTRA_COMMANDS:
+    importlib.import_module(name).register(commands)
+
   args = parser.parse_args(argv)
   from research.config import ConfigError
   from research.data.text import DataError
+  from research.tokenizers import TokenizerError
   from research.train.loop import NonFiniteError
 
   try:
     return args.run(args)
-  except (ConfigError, DataError) as e:
+  except (ConfigError, DataError, TokenizerError) as e:
     print(f"lineage {args.command}: error: {e}", file=sys.stderr)
     return 2
   except (NonFiniteError, FileNotFoundError) as e:

@@ -72,7 +72,7 @@ class TrainConfig:
   compute_dtype: str = "float32"  # "float32" | "bfloat16"; parameters stay float32
   log_every: int = 10
   eval_every: int = 250
-  eval_batches: int = 20  # at most this many validation batches per evaluation
+  eval_batches: int = 20  # at most this many validation batches per evaluation (0 = all)
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
   runs_dir: str = "runs"

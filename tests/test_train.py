@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from launch.cli import main
 from research import config as config_lib
 from research.config import Config, DataConfig, MeshConfig, OptimConfig, TokenizerConfig, TrainConfig
 from research.models import gpt
@@ -96,7 +97,7 @@ def test_sigterm_then_resume_is_bitwise_identical(corpus, tmp_path):
   assert steps == [2, 4, 6, 8, 10, 12]
 
 
-def test_loss_falls_and_run_directory_is_complete(corpus, tmp_path):
+def test_loss_falls_and_run_directory_is_complete(corpus, tmp_path, capsys):
   cfg = tiny_config(corpus, tmp_path, steps=60, eval_every=60, log_every=10, checkpoint_every=60)
   cfg.model.dropout, cfg.optim.lr = 0.0, 1e-2
   result = loop.train(cfg, run_dir=tmp_path / "run", log=lambda *_: None)
@@ -111,6 +112,12 @@ def test_loss_falls_and_run_directory_is_complete(corpus, tmp_path):
   assert (tmp_path / "run" / "artifacts" / "tokenizer").is_dir()
   assert json.loads((tmp_path / "run" / "run.json").read_text())["flops_per_step_per_device"] > 0
   assert any((tmp_path / "run" / "tb").iterdir())
+
+  # `lineage sample` restores the run and continues a prompt, 5 characters, into the corpus's pattern.
+  assert main(["sample", str(tmp_path / "run"), "--prompt", "the owl b", "--max-new-tokens", "5",
+               "--temperature", "0"]) == 0
+  first = capsys.readouterr().out.splitlines()[0]
+  assert first.startswith("the owl b") and len(first) == len("the owl b") + 5 and "sa" in first
 
 
 class PoisonedTask(lm.Task):

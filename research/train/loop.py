@@ -107,18 +107,31 @@ class Prepared:
 
 
 def prepare(cfg: Config, task, mesh: jax.sharding.Mesh) -> Prepared:
-  """Initialises nothing yet: shapes, shardings and the jitted functions."""
+  """Initialises nothing yet: shapes, shardings and the jitted functions.
+
+  Seams for objectives whose update is not "gradient of loss_fn, then AdamW" (e.g. Word2Vec's
+  sparse SGD that touches only the rows a batch uses): a task may define
+  `optimizer(cfg, total_steps) -> optax.GradientTransformation` and/or
+  `make_train_step(graphdef, tx, cfg) -> train_step(state, batch) -> (state, metrics)`,
+  a pure function over the same `{"step", "params", "opt"}` state (metrics must hold
+  "loss" and "grad_norm" for the NaN check). Everything else (sharding, checkpoints,
+  logging, preemption) stays the trainer's.
+  """
   tc = cfg.train
   dtype = jnp.dtype(tc.compute_dtype)
-  tx = make_optimizer(cfg.optim, tc.steps)
+  tx = task.optimizer(cfg, tc.steps) if hasattr(task, "optimizer") else make_optimizer(cfg.optim, tc.steps)
   build = lambda: task.build_model(nnx.Rngs(params=tc.seed), dtype)
   graphdef, abstract_params = nnx.split(nnx.eval_shape(build), nnx.Param)
   abstract_state = jax.eval_shape(lambda p: init_state(p, tx), abstract_params)
   shardings = state_shardings(abstract_state, mesh)
   data_sharding = batch_sharding(mesh)
+  if hasattr(task, "make_train_step"):
+    train_step = task.make_train_step(graphdef, tx, cfg)
+  else:
+    train_step = make_train_step(graphdef, task.loss_fn, tx, seed=tc.seed, grad_accum=tc.grad_accum,
+                                 lr_schedule=schedule(cfg.optim, tc.steps))
   step = jax.jit(
-      make_train_step(graphdef, task.loss_fn, tx, seed=tc.seed, grad_accum=tc.grad_accum,
-                      lr_schedule=schedule(cfg.optim, tc.steps)),
+      train_step,
       in_shardings=(shardings, data_sharding), out_shardings=(shardings, None), donate_argnums=0)
   return Prepared(
       graphdef=graphdef, abstract_state=abstract_state, shardings=shardings, data_sharding=data_sharding,
@@ -186,9 +199,16 @@ def train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, 
   eval_data = [put_batch(b, data_sharding) for b in task.eval_batches()]
 
   def evaluate(params) -> dict:
-    rows = [jax.device_get(p.eval(params, b)) for b in eval_data]
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-    return {**mean, **task.derived_metrics(mean)}
+    """Mean of the loss metrics over the validation batches, plus the task's own evaluation
+    (`task.evaluate(model) -> dict`, e.g. BLEU or analogy accuracy) if it has one."""
+    out = {}
+    if eval_data:
+      rows = [jax.device_get(p.eval(params, b)) for b in eval_data]
+      mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+      out.update(mean, **task.derived_metrics(mean))
+    if hasattr(task, "evaluate"):
+      out.update(task.evaluate(nnx.merge(graphdef, params)))
+    return out
 
   # ---------------------------------------------------------------- the loop
   writer = MetricWriter(run_dir, total_steps=tc.steps, start_step=start, progress=tc.progress)
