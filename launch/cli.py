@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 
-EXTRA_COMMANDS: tuple[str, ...] = ()
+EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare",)
 
 
 def _train(args) -> int:

@@ -5,8 +5,10 @@ import os
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from launch.cli import main
@@ -164,3 +166,17 @@ def test_gradient_accumulation_matches_one_big_batch(corpus, tmp_path):
   assert out[0][0] == pytest.approx(out[1][0], rel=1e-5)
   for a, b in zip(out[0][1], out[1][1]):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_parameters(corpus, tmp_path):
+  cfg = tiny_config(corpus, tmp_path, compute_dtype="bfloat16")
+  task = lm.Task(cfg, log=lambda *_: None)
+  p = loop.prepare(cfg, task, make_mesh(MeshConfig(), jax.devices()[:1]))
+  state = p.init()
+  batch = put_batch(task.train_batch(0), p.data_sharding)
+  model = nnx.merge(p.graphdef, state["params"])
+  assert model(batch["inputs"]).dtype == jnp.float32  # logits come back in float32 for the loss
+  assert model.blocks[0].mlp.fc(jnp.ones((1, 32))).dtype == jnp.bfloat16  # matmuls run in bfloat16
+  state, metrics = p.step(state, batch)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state["params"]))
+  assert np.isfinite(float(metrics["loss"]))
