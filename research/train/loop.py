@@ -183,6 +183,9 @@ def train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, 
         lambda params, b: loss_fn(nnx.merge(graphdef, params), b, jax.random.key(0), True), has_aux=True)
     step_flops += (tc.grad_accum - 1) * flops_lib.compiled_flops(
         jax.jit(grad_of).lower(state["params"], micro).compile())
+  model_module = importlib.import_module(type(cfg.model).__module__)
+  if hasattr(model_module, "train_flops"):  # models that scan over time count analytically (see flops.py)
+    step_flops = model_module.train_flops(cfg.model, example) / jax.device_count()
   peak, peak_source = flops_lib.device_peak_flops(tc.compute_dtype, Path.home() / ".cache/lineage/peak_flops.json")
   facts = {
       "experiment": cfg.experiment, "params": p.n_params, "devices": jax.device_count(),
