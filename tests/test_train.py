@@ -72,8 +72,10 @@ def test_sharded_step_matches_one_device(corpus, tmp_path):
   assert qkv.addressable_shards[0].data.shape == (32 // 2, 96 // 2)
   fc = params["blocks"][1]["mlp"]["fc"]["kernel"].get_value()  # (embed, mlp)
   assert fc.sharding.spec == P("fsdp", "tensor")
-  mu = results["dft"][1]["opt"][1][0].mu["blocks"][0]["mlp"]["proj"]["kernel"].get_value()  # Adam moment follows its param
-  assert mu.sharding.spec == P("tensor", "fsdp")
+  proj = params["blocks"][0]["mlp"]["proj"]["kernel"].get_value()  # stored (out, in) = (embed, mlp)
+  assert proj.shape == (32, 128) and proj.sharding.spec == P("fsdp", "tensor")
+  mu = results["dft"][1]["opt"][1][0].mu["blocks"][0]["attn"]["proj"]["kernel"].get_value()  # (heads, embed)
+  assert mu.sharding.spec == P("tensor", "fsdp")  # an Adam moment is sharded as its parameter
 
 
 def test_sigterm_then_resume_is_bitwise_identical(corpus, tmp_path):

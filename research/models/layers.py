@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from research.models import vjp
+
 Axes = tuple[str | None, ...]
 
 
@@ -21,16 +23,26 @@ def param(rngs: nnx.Rngs, init, shape: tuple[int, ...], axes: Axes) -> nnx.Param
 
 
 class Dense(nnx.Module):
-  """y = x W (+ b). `axes` names W's (input, output) axes."""
+  """y = x W (+ b). `axes` names W's (input, output) axes.
+
+  `store_transposed` keeps W as (output, input): for a wide-input layer (4C -> C) that is
+  the [narrow, wide] layout whose weight gradient XLA:CPU computes without a slow
+  transpose of the wide activation (see vjp.py). Narrow-input layers use `vjp.matmul`.
+  """
 
   def __init__(self, d_in: int, d_out: int, axes: Axes, *, bias: bool, rngs: nnx.Rngs,
-               std: float = 0.02, dtype=jnp.float32):
-    self.kernel = param(rngs, nnx.initializers.normal(std), (d_in, d_out), axes)
+               std: float = 0.02, dtype=jnp.float32, store_transposed: bool = False):
+    shape, kernel_axes = ((d_out, d_in), axes[::-1]) if store_transposed else ((d_in, d_out), axes)
+    self.kernel = param(rngs, nnx.initializers.normal(std), shape, kernel_axes)
     self.bias = param(rngs, nnx.initializers.zeros, (d_out,), axes[1:]) if bias else None
-    self.dtype = dtype
+    self.dtype, self.store_transposed, self.narrow_input = dtype, store_transposed, d_in < d_out
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = x.astype(self.dtype) @ self.kernel[...].astype(self.dtype)
+    x, w = x.astype(self.dtype), self.kernel[...].astype(self.dtype)
+    if self.store_transposed:
+      y = jnp.einsum("...i,oi->...o", x, w)
+    else:
+      y = vjp.matmul(x, w) if self.narrow_input else x @ w
     return y + self.bias[...].astype(self.dtype) if self.bias is not None else y
 
 
@@ -43,14 +55,8 @@ class LayerNorm(nnx.Module):
     self.eps = eps
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    dtype = x.dtype
-    x = x.astype(jnp.float32)
-    mean = x.mean(-1, keepdims=True)
-    var = jnp.square(x - mean).mean(-1, keepdims=True)
-    y = (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...]
-    if self.bias is not None:
-      y = y + self.bias[...]
-    return y.astype(dtype)
+    bias = self.bias[...] if self.bias is not None else jnp.zeros_like(self.scale[...])
+    return vjp.layer_norm(x.astype(jnp.float32), self.scale[...], bias, self.eps).astype(x.dtype)
 
 
 class Embed(nnx.Module):
@@ -111,13 +117,21 @@ class CausalSelfAttention(nnx.Module):
       self.cache_v[...] = jax.lax.dynamic_update_slice(self.cache_v[...], v.astype(self.cache_v.dtype), (0, 0, start, 0))
       k, v = self.cache_k[...].astype(q.dtype), self.cache_v[...].astype(q.dtype)
       q_pos, k_pos = positions, jnp.arange(k.shape[2])
+    if self.cache_k is None and (deterministic or self.attn_dropout.rate == 0):
+      y = vjp.causal_attention(q, k, v)  # training and scoring: the fast-gradient path
+    else:
+      y = self._attention(q, k, v, q_pos, k_pos, deterministic, rngs)
+    y = y.transpose(0, 2, 1, 3).reshape(B, T, C)
+    return self.resid_dropout(self.proj(y), deterministic=deterministic, rngs=rngs)
+
+  def _attention(self, q, k, v, q_pos, k_pos, deterministic, rngs):
+    """The plain formulation: with a KV cache (positions need not start at 0) or attention dropout."""
     scores = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(self.head_dim))
     mask = q_pos[:, None] >= k_pos[None, :]
     scores = jnp.where(mask, scores.astype(jnp.float32), -jnp.inf)
     weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     weights = self.attn_dropout(weights, deterministic=deterministic, rngs=rngs)
-    y = (weights @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
-    return self.resid_dropout(self.proj(y), deterministic=deterministic, rngs=rngs)
+    return weights @ v
 
 
 class MLP(nnx.Module):
@@ -126,7 +140,8 @@ class MLP(nnx.Module):
   def __init__(self, n_embd: int, hidden: int, *, bias: bool, dropout: float, rngs: nnx.Rngs,
                out_std: float = 0.02, dtype=jnp.float32):
     self.fc = Dense(n_embd, hidden, ("embed", "mlp"), bias=bias, rngs=rngs, dtype=dtype)
-    self.proj = Dense(hidden, n_embd, ("mlp", "embed"), bias=bias, rngs=rngs, std=out_std, dtype=dtype)
+    self.proj = Dense(hidden, n_embd, ("mlp", "embed"), bias=bias, rngs=rngs, std=out_std, dtype=dtype,
+                      store_transposed=True)
     self.dropout = nnx.Dropout(dropout)
 
   def __call__(self, x: jax.Array, *, deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:

@@ -1,0 +1,200 @@
+"""GPT train step: lineage's trainer step vs a PyTorch nanoGPT-style GPT (eager and torch.compile).
+
+    python benchmarks/gpt_step.py [--configs baby,big] [--rounds 5]
+
+Both sides train the same model (token + learned position embeddings, pre-LN blocks,
+causal attention, exact-erf GELU MLP, tied head, no bias, no dropout) with AdamW
+(lr 1e-3, betas 0.9/0.99, weight decay 0.1 on matrices) after global-norm clipping at 1.0.
+Lineage's side is the jitted, donated step that `lineage train` runs (research.train.loop
+.prepare), not a hand-tuned copy. Sameness first: torch's initial weights are copied
+into lineage, and the losses of both are compared at step 0 and after 20 steps on the
+same batches. Then the three are timed in interleaved rounds (benchmarks/harness.py),
+medians reported with the CPU time other processes took during the blocks. MFU is
+against the f32 2048^3 matmul peak measured in this run, with FLOPs from XLA's cost
+analysis of lineage's compiled step (the same count for every side). Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import harness  # noqa: E402
+from peers import torch_gpt  # noqa: E402
+from research.config import Config, MeshConfig, OptimConfig, TrainConfig  # noqa: E402
+from research.models import gpt  # noqa: E402
+from research.objectives import lm  # noqa: E402
+from research.train.flops import compiled_flops  # noqa: E402
+from research.train.loop import prepare  # noqa: E402
+from research.train.sharding import make_mesh, put_batch  # noqa: E402
+
+CONFIGS = {  # vocab 65: nanoGPT's shakespeare_char
+    "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch=12),
+    "big": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch=8),
+}
+VOCAB = 65
+
+
+class SyntheticTask:
+  """The LM objective on fixed random batches: what the trainer needs, and no corpus."""
+
+  loss_fn = staticmethod(lm.loss_fn)
+
+  def __init__(self, cfg: Config, batches: list[dict]):
+    self.cfg, self.batches = cfg, batches
+
+  def build_model(self, rngs, dtype=jnp.float32):
+    return gpt.build(self.cfg.model, rngs=rngs, dtype=dtype)
+
+  def train_batch(self, step: int) -> dict:
+    return self.batches[step % len(self.batches)]
+
+
+def lineage_params_from_torch(weights: dict[str, np.ndarray], params, n_layer: int):
+  """Copies torch_gpt.export_weights (Flax (in, out) layout) into lineage's parameter tree."""
+  def put(variable, value):
+    assert variable.get_value().shape == value.shape, (variable.get_value().shape, value.shape)
+    variable.set_value(jnp.asarray(value))
+
+  put(params["wte"]["embedding"], weights["wte"])
+  put(params["wpe"]["embedding"], weights["wpe"])
+  put(params["ln_f"]["scale"], weights["ln_f"])
+  for i in range(n_layer):
+    block, h = params["blocks"][i], f"h.{i}."
+    put(block["ln_1"]["scale"], weights[h + "ln_1"])
+    put(block["ln_2"]["scale"], weights[h + "ln_2"])
+    put(block["attn"]["qkv"]["kernel"], weights[h + "attn.c_attn"])
+    put(block["attn"]["proj"]["kernel"], weights[h + "attn.c_proj"])
+    put(block["mlp"]["fc"]["kernel"], weights[h + "mlp.c_fc"])
+    put(block["mlp"]["proj"]["kernel"], weights[h + "mlp.c_proj"].T)  # lineage stores it (out, in)
+  return params
+
+
+def bench_config(name: str, spec: dict, rounds: int, peak: float) -> dict:
+  B, T = spec["batch"], spec["block_size"]
+  cfg = Config(
+      experiment=f"bench_{name}", objective="lm",
+      model=gpt.Config(vocab_size=VOCAB, block_size=T, n_layer=spec["n_layer"], n_head=spec["n_head"],
+                       n_embd=spec["n_embd"], dropout=0.0, bias=False),
+      optim=OptimConfig(lr=1e-3, warmup_steps=0, schedule="constant", beta1=0.9, beta2=0.99, eps=1e-8,
+                        weight_decay=0.1, grad_clip=1.0),
+      train=TrainConfig(steps=10_000, batch_size=B))
+  rng = np.random.default_rng(0)
+  # A learnable sequence (a noisy cyclic pattern), so the sameness check follows a falling loss.
+  batches = []
+  for _ in range(4):
+    start = rng.integers(0, VOCAB, (B, 1))
+    seq = (start + np.arange(T + 1)) % VOCAB
+    seq = np.where(rng.random(seq.shape) < 0.1, rng.integers(0, VOCAB, seq.shape), seq).astype(np.int32)
+    batches.append({"inputs": seq[:, :-1], "targets": seq[:, 1:]})
+  task = SyntheticTask(cfg, batches)
+  p = prepare(cfg, task, make_mesh(MeshConfig(), jax.devices()[:1]))
+
+  torch.manual_seed(0)
+  tcfg = torch_gpt.GPTConfig(vocab_size=VOCAB, block_size=T, n_layer=spec["n_layer"], n_head=spec["n_head"],
+                             n_embd=spec["n_embd"])
+  models = {"torch_eager": torch_gpt.GPT(tcfg, seed=0), "torch_compile": torch_gpt.GPT(tcfg, seed=0)}
+  weights = torch_gpt.export_weights(models["torch_eager"])
+  torch_gpt.load_weights(models["torch_compile"], weights)
+  state = p.init()
+  state["params"] = lineage_params_from_torch(weights, state["params"], spec["n_layer"])
+  state = jax.device_put(state, p.shardings)
+  device_batches = [put_batch(b, p.data_sharding) for b in batches]
+  torch_batches = [(torch.from_numpy(b["inputs"]).long(), torch.from_numpy(b["targets"]).long()) for b in batches]
+
+  t = time.perf_counter()
+  compiled = p.step.lower(state, device_batches[0]).compile()
+  jax_compile_s = time.perf_counter() - t
+  step_flops = compiled_flops(compiled)
+
+  steps = {k: torch_gpt.make_train_step(m, torch_gpt.make_optimizer(m), compile=(k == "torch_compile"))
+           for k, m in models.items()}
+  t = time.perf_counter()
+  steps["torch_compile"](*torch_batches[0])  # compile (and take step 0; replayed below)
+  torch_compile_s = time.perf_counter() - t
+  # Undo that step: fresh weights and optimizer for the compiled model.
+  torch_gpt.load_weights(models["torch_compile"], weights)
+  steps["torch_compile"] = torch_gpt.make_train_step(
+      models["torch_compile"], torch_gpt.make_optimizer(models["torch_compile"]), compile=True)
+
+  # ------------------------------------------------------------ sameness: 21 steps on the same batches
+  losses = {"lineage": [], "torch_eager": [], "torch_compile": []}
+  for k in range(21):
+    state, metrics = compiled(state, device_batches[k % 4])
+    losses["lineage"].append(float(metrics["loss"]))
+    for side in ("torch_eager", "torch_compile"):
+      losses[side].append(steps[side](*torch_batches[k % 4]))
+  diff = {side: [abs(a - b) for a, b in zip(losses["lineage"], losses[side])] for side in ("torch_eager", "torch_compile")}
+  print(f"[{name}] loss step 0: lineage {losses['lineage'][0]:.6f}, torch {losses['torch_eager'][0]:.6f}; "
+        f"step 20: lineage {losses['lineage'][20]:.6f}, torch eager {losses['torch_eager'][20]:.6f}, "
+        f"compile {losses['torch_compile'][20]:.6f}; max |diff| {max(diff['torch_eager']):.2e} / "
+        f"{max(diff['torch_compile']):.2e}", flush=True)
+
+  # ------------------------------------------------------------ speed, interleaved
+  holder = {"state": state, "k": 0}
+
+  def lineage_step():
+    holder["k"] += 1
+    holder["state"], m = compiled(holder["state"], device_batches[holder["k"] % 4])
+    jax.block_until_ready(m["loss"])
+
+  def torch_step(side):
+    def run():
+      holder["k"] += 1
+      steps[side](*torch_batches[holder["k"] % 4])  # .item() inside: synchronous
+    return run
+
+  iters = 10 if name == "baby" else 1
+  comparison = harness.interleaved({"lineage": lineage_step, "torch_eager": torch_step("torch_eager"),
+                                    "torch_compile": torch_step("torch_compile")},
+                                   rounds=rounds, iters=iters, warmup=2)
+  tokens = B * T
+  print(comparison.table(baseline="torch_eager", units_per_call=tokens), flush=True)
+  result = {
+      "tokens_per_step": tokens, "flops_per_step": step_flops,
+      **{f"{side}_tok_s": round(tokens / comparison.median(side), 1) for side in comparison.blocks},
+      "ratio_vs_torch_eager": round(comparison.ratio("lineage", "torch_eager"), 4),
+      "ratio_vs_torch_compile": round(comparison.ratio("lineage", "torch_compile"), 4),
+      "mfu": round(step_flops / comparison.median("lineage") / peak, 4),
+      "mfu_torch_eager": round(step_flops / comparison.median("torch_eager") / peak, 4),
+      "mfu_torch_compile": round(step_flops / comparison.median("torch_compile") / peak, 4),
+      "compile_seconds": {"lineage": round(jax_compile_s, 2), "torch_compile": round(torch_compile_s, 2)},
+      "loss_step0": {k: round(v[0], 6) for k, v in losses.items()},
+      "loss_step20": {k: round(v[20], 6) for k, v in losses.items()},
+      "max_loss_diff_21_steps": {k: float(f"{max(v):.3g}") for k, v in diff.items()},
+      "others_max_core_fraction": round(comparison.max_other_cpu_frac(), 3),
+      "rounds": rounds, "iters_per_block": iters,
+  }
+  print(f"[{name}] lineage {result['lineage_tok_s']:,.0f} tok/s; x{result['ratio_vs_torch_eager']:.3f} vs torch eager, "
+        f"x{result['ratio_vs_torch_compile']:.3f} vs torch.compile; MFU {result['mfu']:.1%}", flush=True)
+  return result
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--configs", default="baby,big")
+  parser.add_argument("--rounds", type=int, default=5)
+  args = parser.parse_args()
+  peak = harness.matmul_peak_gflops() * 1e9
+  print(f"f32 2048^3 matmul peak: {peak / 1e9:.0f} GFLOP/s; threads: {harness.thread_settings()}", flush=True)
+  figures = {"benchmark": "gpt_step", "matmul_peak_gflops": round(peak / 1e9, 1), "threads": harness.thread_settings()}
+  for name in args.configs.split(","):
+    figures[name] = bench_config(name, CONFIGS[name], args.rounds, peak)
+  print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+  main()
