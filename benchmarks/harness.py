@@ -27,215 +27,223 @@ from typing import Callable, Mapping
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-
 # --------------------------------------------------------------------------
 # CPU accounting
 # --------------------------------------------------------------------------
 
+
 def _machine_busy_jiffies() -> int:
-    """Busy jiffies of all CPUs since boot (everything except idle and iowait)."""
-    with open("/proc/stat") as f:
-        fields = f.readline().split()  # "cpu user nice system idle iowait irq softirq steal ..."
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
-    # guest/guest_nice are already included in user/nice, so they are not added.
-    return user + nice + system + irq + softirq + steal
+  """Busy jiffies of all CPUs since boot (everything except idle and iowait)."""
+  with open("/proc/stat") as f:
+    fields = f.readline().split()  # "cpu user nice system idle iowait irq softirq steal ..."
+  user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+  # guest/guest_nice are already included in user/nice, so they are not added.
+  return user + nice + system + irq + softirq + steal
 
 
 def _self_jiffies() -> int:
-    """utime + stime of this process (all its threads)."""
-    with open("/proc/self/stat") as f:
-        data = f.read()
-    # The command name (field 2) may contain spaces; it is closed by the last ')'.
-    rest = data[data.rindex(")") + 2:].split()
-    utime, stime = int(rest[11]), int(rest[12])  # fields 14 and 15 of proc(5)
-    return utime + stime
+  """utime + stime of this process (all its threads)."""
+  with open("/proc/self/stat") as f:
+    data = f.read()
+  # The command name (field 2) may contain spaces; it is closed by the last ')'.
+  rest = data[data.rindex(")") + 2:].split()
+  utime, stime = int(rest[11]), int(rest[12])  # fields 14 and 15 of proc(5)
+  return utime + stime
 
 
 def cpu_snapshot() -> tuple[float, int, int]:
-    """(wall time, machine busy jiffies, own jiffies); diff two with `other_cpu_seconds`."""
-    return time.perf_counter(), _machine_busy_jiffies(), _self_jiffies()
+  """(wall time, machine busy jiffies, own jiffies); diff two with `other_cpu_seconds`."""
+  return time.perf_counter(), _machine_busy_jiffies(), _self_jiffies()
 
 
 def other_cpu_seconds(start: tuple[float, int, int], end: tuple[float, int, int]) -> float:
-    """CPU seconds used by other processes between two `cpu_snapshot`s.
+  """CPU seconds used by other processes between two `cpu_snapshot`s.
 
     Jiffies are coarse (10 ms), so the value is only meaningful for blocks of
     at least ~100 ms; it can be slightly negative from rounding.
     """
-    machine = end[1] - start[1]
-    own = end[2] - start[2]
-    return (machine - own) / _CLK_TCK
+  machine = end[1] - start[1]
+  own = end[2] - start[2]
+  return (machine - own) / _CLK_TCK
 
 
-def wait_for_quiet(max_other_frac: float = 0.05, window_s: float = 0.5,
-                   timeout_s: float = 60.0) -> float:
-    """Wait until other processes use < max_other_frac of one core over a window.
+def wait_for_quiet(max_other_frac: float = 0.05, window_s: float = 0.5, timeout_s: float = 60.0) -> float:
+  """Wait until other processes use < max_other_frac of one core over a window.
 
     Returns the fraction seen last (so callers can report it if the timeout hit).
     """
-    deadline = time.perf_counter() + timeout_s
-    while True:
-        s = cpu_snapshot()
-        time.sleep(window_s)
-        frac = other_cpu_seconds(s, cpu_snapshot()) / window_s
-        if frac < max_other_frac or time.perf_counter() > deadline:
-            return frac
+  deadline = time.perf_counter() + timeout_s
+  while True:
+    s = cpu_snapshot()
+    time.sleep(window_s)
+    frac = other_cpu_seconds(s, cpu_snapshot()) / window_s
+    if frac < max_other_frac or time.perf_counter() > deadline:
+      return frac
 
 
 # --------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------
 
+
 @dataclass
 class Block:
-    """One timed block: `iters` calls of one callable."""
-    seconds_per_iter: float
-    other_cpu_s: float      # CPU seconds used by other processes during the block
-    wall_s: float
-    retries: int = 0        # how many disturbed attempts were thrown away first
+  """One timed block: `iters` calls of one callable."""
+  seconds_per_iter: float
+  other_cpu_s: float  # CPU seconds used by other processes during the block
+  wall_s: float
+  retries: int = 0  # how many disturbed attempts were thrown away first
 
 
 def time_block(fn: Callable[[], object], iters: int) -> Block:
-    """Time `iters` back-to-back calls of a synchronous callable."""
-    s = cpu_snapshot()
-    for _ in range(iters):
-        fn()
-    e = cpu_snapshot()
-    wall = e[0] - s[0]
-    return Block(wall / iters, other_cpu_seconds(s, e), wall)
+  """Time `iters` back-to-back calls of a synchronous callable."""
+  s = cpu_snapshot()
+  for _ in range(iters):
+    fn()
+  e = cpu_snapshot()
+  wall = e[0] - s[0]
+  return Block(wall / iters, other_cpu_seconds(s, e), wall)
 
 
-def time_block_retrying(fn: Callable[[], object], iters: int,
-                        max_other_frac: float = 0.05, max_retries: int = 5) -> Block:
-    """Like `time_block`, but retry (after waiting for quiet) when others were busy.
+def time_block_retrying(fn: Callable[[], object],
+                        iters: int,
+                        max_other_frac: float = 0.05,
+                        max_retries: int = 5) -> Block:
+  """Like `time_block`, but retry (after waiting for quiet) when others were busy.
 
     A block is disturbed when other processes used more than `max_other_frac`
     of one core during it. After `max_retries` the least disturbed attempt is kept.
     """
-    best = None
-    for attempt in range(max_retries + 1):
-        b = time_block(fn, iters)
-        b.retries = attempt
-        if best is None or b.other_cpu_s < best.other_cpu_s:
-            best = b
-        if b.other_cpu_s <= max_other_frac * b.wall_s:
-            return b
-        wait_for_quiet(max_other_frac, timeout_s=10.0)
-    return best
+  best = None
+  for attempt in range(max_retries + 1):
+    b = time_block(fn, iters)
+    b.retries = attempt
+    if best is None or b.other_cpu_s < best.other_cpu_s:
+      best = b
+    if b.other_cpu_s <= max_other_frac * b.wall_s:
+      return b
+    wait_for_quiet(max_other_frac, timeout_s=10.0)
+  return best
 
 
 @dataclass
 class Comparison:
-    """Result of `interleaved`: the blocks of each callable, in round order."""
-    blocks: dict[str, list[Block]] = field(default_factory=dict)
+  """Result of `interleaved`: the blocks of each callable, in round order."""
+  blocks: dict[str, list[Block]] = field(default_factory=dict)
 
-    def median(self, name: str) -> float:
-        """Median seconds per call."""
-        return statistics.median(b.seconds_per_iter for b in self.blocks[name])
+  def median(self, name: str) -> float:
+    """Median seconds per call."""
+    return statistics.median(b.seconds_per_iter for b in self.blocks[name])
 
-    def ratio(self, name: str, baseline: str) -> float:
-        """Speed of `name` relative to `baseline` (> 1 means `name` is faster)."""
-        return self.median(baseline) / self.median(name)
+  def ratio(self, name: str, baseline: str) -> float:
+    """Speed of `name` relative to `baseline` (> 1 means `name` is faster)."""
+    return self.median(baseline) / self.median(name)
 
-    def max_other_cpu_frac(self) -> float:
-        """Worst fraction of a core used by others during any kept block."""
-        return max(b.other_cpu_s / b.wall_s for bl in self.blocks.values() for b in bl)
+  def max_other_cpu_frac(self) -> float:
+    """Worst fraction of a core used by others during any kept block."""
+    return max(b.other_cpu_s / b.wall_s for bl in self.blocks.values() for b in bl)
 
-    def table(self, baseline: str | None = None, units_per_call: float | None = None,
-              unit: str = "tok/s") -> str:
-        """Plain-text table: median ms/call, spread, throughput, ratio, disturbance."""
-        lines = []
-        for name, bl in self.blocks.items():
-            times = sorted(b.seconds_per_iter for b in bl)
-            med = self.median(name)
-            row = (f"{name:28s} median {med * 1e3:9.3f} ms  "
-                   f"[min {times[0] * 1e3:8.3f}, max {times[-1] * 1e3:8.3f}]")
-            if units_per_call:
-                row += f"  {units_per_call / med:10.1f} {unit}"
-            if baseline:
-                row += f"  x{self.ratio(name, baseline):.3f} vs {baseline}"
-            other = max(b.other_cpu_s / b.wall_s for b in bl)
-            retries = sum(b.retries for b in bl)
-            row += f"  (others <= {other:.1%} core, {retries} retries)"
-            lines.append(row)
-        return "\n".join(lines)
+  def table(self,
+            baseline: str | None = None,
+            units_per_call: float | None = None,
+            unit: str = "tok/s") -> str:
+    """Plain-text table: median ms/call, spread, throughput, ratio, disturbance."""
+    lines = []
+    for name, bl in self.blocks.items():
+      times = sorted(b.seconds_per_iter for b in bl)
+      med = self.median(name)
+      row = (f"{name:28s} median {med * 1e3:9.3f} ms  "
+             f"[min {times[0] * 1e3:8.3f}, max {times[-1] * 1e3:8.3f}]")
+      if units_per_call:
+        row += f"  {units_per_call / med:10.1f} {unit}"
+      if baseline:
+        row += f"  x{self.ratio(name, baseline):.3f} vs {baseline}"
+      other = max(b.other_cpu_s / b.wall_s for b in bl)
+      retries = sum(b.retries for b in bl)
+      row += f"  (others <= {other:.1%} core, {retries} retries)"
+      lines.append(row)
+    return "\n".join(lines)
 
 
-def interleaved(fns: Mapping[str, Callable[[], object]], rounds: int = 7,
-                iters: int | Mapping[str, int] = 10, warmup: int = 2,
-                max_other_frac: float = 0.05, max_retries: int = 5,
+def interleaved(fns: Mapping[str, Callable[[], object]],
+                rounds: int = 7,
+                iters: int | Mapping[str, int] = 10,
+                warmup: int = 2,
+                max_other_frac: float = 0.05,
+                max_retries: int = 5,
                 shuffle: bool = True) -> Comparison:
-    """Time several callables in alternation, `rounds` blocks each.
+  """Time several callables in alternation, `rounds` blocks each.
 
     `iters` is the number of calls per block (one number or one per name); pick
     it so a block lasts >= ~0.3 s, the resolution of the CPU accounting. The
     order within a round is rotated each round (when `shuffle`) so that no
     callable always runs right after the same neighbour.
     """
-    names = list(fns)
-    per = iters if isinstance(iters, Mapping) else {n: iters for n in names}
-    for n in names:  # warm caches, JIT, allocator
-        for _ in range(warmup):
-            fns[n]()
-    out = Comparison({n: [] for n in names})
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)] if shuffle else names
-        for n in order:
-            out.blocks[n].append(time_block_retrying(fns[n], per[n], max_other_frac, max_retries))
-    return out
+  names = list(fns)
+  per = iters if isinstance(iters, Mapping) else {n: iters for n in names}
+  for n in names:  # warm caches, JIT, allocator
+    for _ in range(warmup):
+      fns[n]()
+  out = Comparison({n: [] for n in names})
+  for r in range(rounds):
+    order = names[r % len(names):] + names[:r % len(names)] if shuffle else names
+    for n in order:
+      out.blocks[n].append(time_block_retrying(fns[n], per[n], max_other_frac, max_retries))
+  return out
 
 
 # --------------------------------------------------------------------------
 # Ceiling and settings
 # --------------------------------------------------------------------------
 
+
 def matmul_peak_gflops(n: int = 2048, reps: int = 5, rounds: int = 3) -> float:
-    """Measured f32 matmul throughput of JAX/XLA on this machine, GFLOP/s (best of rounds).
+  """Measured f32 matmul throughput of JAX/XLA on this machine, GFLOP/s (best of rounds).
 
     An n^3 matmul is compute-bound, so this is the practical ceiling for MFU.
     """
-    import jax
-    import jax.numpy as jnp
+  import jax
+  import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    mm = jax.jit(jnp.matmul)
-    mm(a, b).block_until_ready()
-    best = float("inf")
-    for _ in range(rounds):
-        blk = time_block_retrying(lambda: mm(a, b).block_until_ready(), reps)
-        best = min(best, blk.seconds_per_iter)
-    return 2 * n ** 3 / best / 1e9
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  mm = jax.jit(jnp.matmul)
+  mm(a, b).block_until_ready()
+  best = float("inf")
+  for _ in range(rounds):
+    blk = time_block_retrying(lambda: mm(a, b).block_until_ready(), reps)
+    best = min(best, blk.seconds_per_iter)
+  return 2 * n**3 / best / 1e9
 
 
 def thread_settings() -> dict[str, object]:
-    """Thread-related settings in force, for the record of a benchmark run."""
-    rec: dict[str, object] = {
-        "cpus": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)),
-    }
-    for var in ("XLA_FLAGS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "JAX_PLATFORMS"):
-        rec[var] = os.environ.get(var)
-    try:
-        import torch
-        rec["torch_threads"] = torch.get_num_threads()
-        rec["torch_interop_threads"] = torch.get_num_interop_threads()
-    except ImportError:
-        pass
-    try:
-        import jax
-        rec["jax"] = jax.__version__
-    except ImportError:
-        pass
-    return rec
+  """Thread-related settings in force, for the record of a benchmark run."""
+  rec: dict[str, object] = {
+      "cpus": os.cpu_count(),
+      "affinity": len(os.sched_getaffinity(0)),
+  }
+  for var in ("XLA_FLAGS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "JAX_PLATFORMS"):
+    rec[var] = os.environ.get(var)
+  try:
+    import torch
+    rec["torch_threads"] = torch.get_num_threads()
+    rec["torch_interop_threads"] = torch.get_num_interop_threads()
+  except ImportError:
+    pass
+  try:
+    import jax
+    rec["jax"] = jax.__version__
+  except ImportError:
+    pass
+  return rec
 
 
 def gpt_train_flops(n_layer: int, n_embd: int, block: int, vocab: int, batch: int) -> float:
-    """Approximate FLOPs of one GPT train step (forward + backward = 3x forward).
+  """Approximate FLOPs of one GPT train step (forward + backward = 3x forward).
 
     Counts matmuls only: 12*L*C^2 per token for the blocks' weights, the
     attention scores and values (2*L*T*C per token for the causal-free count),
     and the tied output head V*C, each at 2 FLOPs per multiply-add.
     """
-    per_token = 2 * (12 * n_layer * n_embd ** 2 + 2 * n_layer * block * n_embd + vocab * n_embd)
-    return 3 * per_token * block * batch
+  per_token = 2 * (12 * n_layer * n_embd**2 + 2 * n_layer * block * n_embd + vocab * n_embd)
+  return 3 * per_token * block * batch
