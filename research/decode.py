@@ -78,3 +78,75 @@ def generate(model: nnx.Module, prompt: jax.Array, cfg: SamplingConfig, *, seed:
   tokens = run(state, prompt.astype(jnp.int32))
   model.clear_cache()  # the model goes back to whole-sequence use
   return tokens
+
+
+# ---------------------------------------------------------- encoder-decoder: greedy and beam
+#
+# Both take a model-agnostic `step_fn(state, token [N]) -> (logits [N, V], state)`, where
+# `state` is a pytree whose leaves all lead with the batch axis N (decoder carries, encoder
+# memory, a KV cache, ...), so the LSTM Seq2Seq and an encoder-decoder Transformer share them.
+# Outputs exclude the leading bos and hold pad (0) after eos. Pure JAX: call them under jit.
+
+
+def greedy_search(step_fn, state, *, batch: int, bos_id: int, eos_id: int, pad_id: int = 0,
+                  max_len: int) -> jax.Array:
+  """The argmax token at every step until eos: tokens [batch, max_len]."""
+  def body(carry, _):
+    token, done, state = carry
+    logits, state = step_fn(state, token)
+    token = jnp.where(done, pad_id, logits.argmax(-1).astype(jnp.int32))
+    return (token, done | (token == eos_id), state), token
+
+  start = (jnp.full((batch,), bos_id, jnp.int32), jnp.zeros((batch,), bool), state)
+  _, tokens = jax.lax.scan(body, start, None, length=max_len)
+  return tokens.T
+
+
+def length_penalty(length: jax.Array, alpha: float) -> jax.Array:
+  """GNMT's length normalisation lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al. 2016, eq. 14)."""
+  return ((5.0 + length) / 6.0) ** alpha
+
+
+def beam_search(step_fn, state, *, batch: int, bos_id: int, eos_id: int, pad_id: int = 0, max_len: int,
+                beam_size: int = 4, alpha: float = 0.6) -> tuple[jax.Array, jax.Array]:
+  """Beam search with length normalisation: (best tokens [batch, max_len], their scores [batch]).
+
+  Hypotheses are ranked by log p(Y) / lp(|Y|) at every step. A finished hypothesis stays in
+  the beam, extended by pad at no cost and with its length frozen, so it competes with the
+  live ones on equal terms; with beam_size=1 this is exactly `greedy_search`.
+  """
+  K = beam_size
+  # Every leaf of the state [batch, ...] -> [batch * K, ...]: beam k of row b is row b * K + k.
+  state = jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), state)
+  neg = jnp.float32(-1e9)
+
+  def body(carry, t):
+    token, done, logp, length, tokens, state = carry  # [B*K] [B*K] [B, K] [B, K] [B, K, L]
+    logits, state = step_fn(state, token.reshape(-1))
+    V = logits.shape[-1]
+    step_logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1).reshape(batch, K, V)
+    # A finished hypothesis has exactly one continuation, pad, which costs nothing.
+    finished_row = jnp.full((V,), neg).at[pad_id].set(0.0)
+    step_logp = jnp.where(done.reshape(batch, K, 1), finished_row, step_logp)
+    total = logp[..., None] + step_logp  # [B, K, V]
+    new_length = jnp.where(done.reshape(batch, K), length, length + 1)[..., None]
+    ranked = total / length_penalty(new_length.astype(jnp.float32), alpha)
+    _, flat = jax.lax.top_k(ranked.reshape(batch, K * V), K)  # [B, K]
+    parent, word = flat // V, (flat % V).astype(jnp.int32)
+    pick = lambda x: jnp.take_along_axis(x, parent, axis=1)
+    logp = jnp.take_along_axis(total.reshape(batch, K * V), flat, axis=1)
+    length = pick(jnp.broadcast_to(new_length[..., 0], (batch, K)))
+    tokens = jnp.take_along_axis(tokens, parent[..., None], axis=1).at[:, :, t].set(word)
+    done = pick(done.reshape(batch, K)) | (word == eos_id)
+    rows = (jnp.arange(batch)[:, None] * K + parent).reshape(-1)
+    state = jax.tree.map(lambda x: x[rows], state)
+    return (word.reshape(-1), done.reshape(-1), logp, length, tokens, state), None
+
+  # Only beam 0 is live at the start, so the first step does not pick K copies of one token.
+  logp = jnp.tile(jnp.array([0.0] + [-1e9] * (K - 1), jnp.float32), (batch, 1))
+  start = (jnp.full((batch * K,), bos_id, jnp.int32), jnp.zeros((batch * K,), bool), logp,
+           jnp.zeros((batch, K), jnp.int32), jnp.full((batch, K, max_len), pad_id, jnp.int32), state)
+  (_, _, logp, length, tokens, _), _ = jax.lax.scan(body, start, jnp.arange(max_len))
+  score = logp / length_penalty(jnp.maximum(length, 1).astype(jnp.float32), alpha)
+  best = score.argmax(-1)
+  return tokens[jnp.arange(batch), best], score[jnp.arange(batch), best]

@@ -25,7 +25,10 @@ def loss_fn(model, batch: dict, rng: jax.Array, train: bool):
   logits = model(batch["inputs"], deterministic=not train, rngs=nnx.Rngs(dropout=rng))
   targets = batch["targets"]
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
-  accuracy = (logits.argmax(-1) == targets).mean()
+  # "The target's logit is the largest" rather than argmax == target: the same except on
+  # exact ties, and a max-reduction is ~18x cheaper than argmax on XLA:CPU (~18 ms a step at V=4096).
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  accuracy = (target_logit >= logits.max(-1)).mean()
   return loss, {"accuracy": accuracy}
 
 

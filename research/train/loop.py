@@ -115,7 +115,9 @@ def prepare(cfg: Config, task, mesh: jax.sharding.Mesh) -> Prepared:
   `make_train_step(graphdef, tx, cfg) -> train_step(state, batch) -> (state, metrics)`,
   a pure function over the same `{"step", "params", "opt"}` state (metrics must hold
   "loss" and "grad_norm" for the NaN check). Everything else (sharding, checkpoints,
-  logging, preemption) stays the trainer's.
+  logging, preemption) stays the trainer's. Since XLA counts a loop body once, a model
+  module that scans defines `train_flops(model_cfg, batch)` (analytic, whole batch), and a
+  task whose step scans defines `step_flops(xla_flops) -> flops`.
   """
   tc = cfg.train
   dtype = jnp.dtype(tc.compute_dtype)
@@ -177,6 +179,13 @@ def train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, 
   compiled = p.step.lower(state, example).compile()
   compile_seconds = time.perf_counter() - t
   step_flops = flops_lib.compiled_flops(compiled)
+  # XLA counts a loop body once: a recurrent model gives its analytic count (checked against
+  # XLA on an unrolled config in its tests), a task whose step loops corrects XLA's count.
+  model_module = importlib.import_module(f"research.models.{cfg.model.name}")
+  if hasattr(model_module, "train_flops"):
+    step_flops = model_module.train_flops(cfg.model, example) / jax.device_count()
+  elif hasattr(task, "step_flops"):
+    step_flops = task.step_flops(step_flops)
   if tc.grad_accum > 1:  # the scan's body was counted once; add the other micro-batches
     micro = jax.tree.map(lambda x: x[: x.shape[0] // tc.grad_accum], example)
     grad_of = jax.value_and_grad(

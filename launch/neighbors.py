@@ -1,0 +1,94 @@
+"""`lineage neighbors`: nearest words and analogies from a trained Word2Vec run, and export.
+
+    lineage neighbors runs/cbow_wiki/<run> king
+    lineage neighbors runs/cbow_wiki/<run> king - man + woman -k 5
+    lineage neighbors runs/cbow_wiki/<run> --export vectors.bin --binary
+
+Reads the run's vocabulary (artifacts/vocab.txt) and the input vectors of its latest
+checkpoint. Query words follow the training tokenisation (lower-cased); an analogy is
+gensim's `most_similar(positive=[...], negative=[...])` (3CosAdd), query words excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def load_vectors(run_dir: Path):
+  """(vectors [V, D] as numpy, words most frequent first, checkpoint step) of a Word2Vec run."""
+  import numpy as np
+  from flax import nnx
+
+  from research import config as config_lib
+  from research.config import ConfigError
+  from research.data.words import Vocab
+  from research.models import word2vec
+  from research.train.checkpoint import restore_params
+
+  if not (run_dir / "config.json").exists():
+    raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+  cfg = config_lib.load(run_dir / "config.json")
+  if cfg.model is None or cfg.model.name != "word2vec":
+    raise ConfigError(f"{run_dir} is a {getattr(cfg.model, 'name', '?')} run; neighbors needs a word2vec run")
+  vocab = Vocab.load(run_dir / "artifacts" / "vocab.txt")
+  abstract = nnx.eval_shape(lambda: word2vec.build(cfg.model, rngs=nnx.Rngs(0)))
+  _, abstract_params = nnx.split(abstract, nnx.Param)
+  params, step = restore_params(run_dir, abstract_params)
+  return np.asarray(params["syn0"].get_value()), vocab.words, step
+
+
+def parse_query(tokens: list[str]) -> tuple[list[str], list[str]]:
+  """["king", "-", "man", "+", "woman"] -> (["king", "woman"], ["man"]); "-man" works too."""
+  from research.data.words import tokenize
+
+  positive, negative, sign = [], [], +1
+  for token in " ".join(tokens).replace("+", " + ").replace("-", " - ").split():
+    if token in "+-":
+      sign = +1 if token == "+" else -1
+      continue
+    words = tokenize(token)
+    (positive if sign > 0 else negative).extend(words)
+    sign = +1
+  if not positive and not negative:
+    raise ValueError("the query names no word")
+  return positive, negative
+
+
+def _neighbors(args) -> int:
+  from research.evaluate.word_vectors import nearest, save_word2vec_format
+
+  run_dir = Path(args.run_dir)
+  vectors, words, step = load_vectors(run_dir)
+  if args.export:
+    save_word2vec_format(args.export, vectors, words, binary=args.binary)
+    print(f"wrote {len(words):,} vectors of {vectors.shape[1]} dimensions (step {step}) to {args.export} "
+          f"({'binary' if args.binary else 'text'} word2vec format)")
+    if not args.query:
+      return 0
+  if not args.query:
+    print("lineage neighbors: error: give a WORD or an analogy such as `king - man + woman`", file=sys.stderr)
+    return 2
+  try:
+    positive, negative = parse_query(args.query)
+    results = nearest(vectors, words, positive, negative, k=args.k)
+  except (KeyError, ValueError) as e:
+    print(f"lineage neighbors: error: {e.args[0]}", file=sys.stderr)
+    return 2
+  query = " ".join([*positive] + [f"- {w}" for w in negative])
+  print(f"# {run_dir} at step {step}: nearest to {query} by cosine", file=sys.stderr)
+  for word, score in results:
+    print(f"{word}\t{score:.4f}")
+  return 0
+
+
+def register(commands) -> None:
+  p = commands.add_parser("neighbors", help="nearest words or analogies (king - man + woman) from a Word2Vec run",
+                          description=__doc__.split("\n\n")[0])
+  p.add_argument("run_dir", help="a run directory of a word2vec experiment")
+  p.add_argument("query", nargs="*", help="a word, or words joined by + and -, e.g. king - man + woman")
+  p.add_argument("-k", type=int, default=10, help="how many neighbours to print (default 10)")
+  p.add_argument("--export", metavar="FILE", help="also write all vectors in word2vec format to FILE")
+  p.add_argument("--binary", action="store_true", help="with --export: the binary word2vec format")
+  p.set_defaults(run=_neighbors)
