@@ -48,13 +48,16 @@ class Checkpointer:
 def restore_params(run_dir: Path, abstract_params, step: int | None = None):
   """Only the parameters of a run's checkpoint (for sampling and evaluation)."""
   manager = ocp.CheckpointManager(Path(run_dir).absolute() / "checkpoints",
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+                                  options=ocp.CheckpointManagerOptions(create=False))
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {run_dir}/checkpoints")
+  # Onto this process's first device unless the caller gave shardings: sampling and
+  # evaluation may run on a different topology than training did.
+  local = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=getattr(x, "sharding", None) or local),
+                              {"params": abstract_params})
   restored = manager.restore(step, args=ocp.args.PyTreeRestore(
-      item={"params": abstract_params},
-      restore_args=jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=getattr(x, "sharding", None)), {"params": abstract_params}),
-      partial_restore=True))
+      item={"params": abstract_params}, restore_args=restore_args, partial_restore=True))
   manager.close()
   return restored["params"], step
