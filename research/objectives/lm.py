@@ -6,7 +6,6 @@ Shared by GPT and the recurrent LMs: the data is text packed into blocks of
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from flax import nnx
 from research.config import Config
 from research.data.lm import build_lm_data
 from research.data.text import cache_dir, load_documents, split_documents
+from research.models import build_model
 from research.tokenizers import train_or_load
 
 
@@ -73,8 +73,3 @@ class Task:
 
   def save_artifacts(self, directory: Path) -> None:
     self.tokenizer.save(directory / "tokenizer")
-
-
-def build_model(cfg: Config, rngs: nnx.Rngs, dtype=jnp.float32) -> nnx.Module:
-  module = importlib.import_module(f"research.models.{cfg.model.name}")
-  return module.build(cfg.model, rngs=rngs, dtype=dtype)

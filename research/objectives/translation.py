@@ -10,7 +10,6 @@ Data: research/data/translation.py; model: any `model.name` whose model takes
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from research.config import Config
 from research.data import translation as data
 from research.data.text import cache_dir
 from research.evaluate.bleu import bleu
+from research.models import build_model
 from research.tokenizers import PAD_ID, load_tokenizer, train_or_load
 
 
@@ -105,8 +105,3 @@ class Task:
 
   def save_artifacts(self, directory: Path) -> None:
     save_tokenizers(directory, self.src_tok, self.tgt_tok)
-
-
-def build_model(cfg: Config, rngs: nnx.Rngs, dtype=jnp.float32) -> nnx.Module:
-  module = importlib.import_module(f"research.models.{cfg.model.name}")
-  return module.build(cfg.model, rngs=rngs, dtype=dtype)

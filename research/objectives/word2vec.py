@@ -32,7 +32,6 @@ dispatch or the host (the host builds a step's arrays in ~2 ms, overlapped).
 
 from __future__ import annotations
 
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +42,7 @@ from flax import nnx
 from research.config import Config, ConfigError
 from research.data.text import load_documents
 from research.data.words import WordBatches, build_vocab, context_offsets, encode, sentences
+from research.models import build_model
 
 
 def _gather(table, ids):
@@ -243,8 +243,7 @@ class Task:
         f"{m.sub_steps} x {m.batch_words} words")
 
   def build_model(self, rngs: nnx.Rngs, dtype=jnp.float32) -> nnx.Module:
-    module = importlib.import_module(f"research.models.{self.cfg.model.name}")
-    return module.build(self.cfg.model, rngs=rngs, dtype=dtype)
+    return build_model(self.cfg, rngs, dtype)
 
   def optimizer(self, cfg: Config, total_steps: int) -> optax.GradientTransformation:
     return optax.identity()  # SGD is applied inside make_train_step; no state to keep

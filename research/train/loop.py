@@ -23,6 +23,7 @@ from flax import nnx
 
 from research import config as config_lib
 from research.config import Config, ConfigError
+from research.models import model_module
 from research.train import flops as flops_lib
 from research.train.checkpoint import Checkpointer
 from research.train.metrics import MetricWriter
@@ -178,23 +179,22 @@ def train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, 
   example = put_batch(task.train_batch(start), data_sharding)
   compiled = p.step.lower(state, example).compile()
   compile_seconds = time.perf_counter() - t
-  step_flops = flops_lib.compiled_flops(compiled)
-  # XLA counts a loop body once: a recurrent model gives its analytic count (checked against
-  # XLA on an unrolled config in its tests), a task whose step loops corrects XLA's count.
-  model_module = importlib.import_module(f"research.models.{cfg.model.name}")
-  if hasattr(model_module, "train_flops"):
-    step_flops = model_module.train_flops(cfg.model, example) / jax.device_count()
-  elif hasattr(task, "step_flops"):
-    step_flops = task.step_flops(step_flops)
-  if tc.grad_accum > 1:  # the scan's body was counted once; add the other micro-batches
-    micro = jax.tree.map(lambda x: x[: x.shape[0] // tc.grad_accum], example)
-    grad_of = jax.value_and_grad(
-        lambda params, b: loss_fn(nnx.merge(graphdef, params), b, jax.random.key(0), True), has_aux=True)
-    step_flops += (tc.grad_accum - 1) * flops_lib.compiled_flops(
-        jax.jit(grad_of).lower(state["params"], micro).compile())
-  model_module = importlib.import_module(type(cfg.model).__module__)
-  if hasattr(model_module, "train_flops"):  # models that scan over time count analytically (see flops.py)
-    step_flops = model_module.train_flops(cfg.model, example) / jax.device_count()
+  # XLA counts a loop body once, not once per iteration (see flops.py). A model that scans
+  # over time gives an analytic count for the whole batch (its tests check it against XLA
+  # on an unrolled config); a task whose step scans corrects XLA's count itself.
+  module = model_module(cfg.model.name)
+  if hasattr(module, "train_flops"):
+    step_flops = module.train_flops(cfg.model, example) / jax.device_count()
+  else:
+    step_flops = flops_lib.compiled_flops(compiled)
+    if hasattr(task, "step_flops"):
+      step_flops = task.step_flops(step_flops)
+    if tc.grad_accum > 1:  # the accumulation scan's body was counted once: add the other micro-batches
+      micro = jax.tree.map(lambda x: x[: x.shape[0] // tc.grad_accum], example)
+      grad_of = jax.value_and_grad(
+          lambda params, b: loss_fn(nnx.merge(graphdef, params), b, jax.random.key(0), True), has_aux=True)
+      step_flops += (tc.grad_accum - 1) * flops_lib.compiled_flops(
+          jax.jit(grad_of).lower(state["params"], micro).compile())
   peak, peak_source = flops_lib.device_peak_flops(tc.compute_dtype, Path.home() / ".cache/lineage/peak_flops.json")
   facts = {
       "experiment": cfg.experiment, "params": p.n_params, "devices": jax.device_count(),
