@@ -30,7 +30,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from flax import nnx  # noqa: E402
 
 import harness  # noqa: E402
 from peers import torch_gpt  # noqa: E402

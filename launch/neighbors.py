@@ -11,7 +11,6 @@ gensim's `most_similar(positive=[...], negative=[...])` (3CosAdd), query words e
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from launch.cli import main
-from research.data import words as words_lib
 from research.data.words import (WordBatches, batch_arrays, build_vocab, context_offsets, encode,
                                  keep_probabilities, negative_distribution, sentences, tokenize, unigram_table)
 from research.evaluate import word_vectors as wv

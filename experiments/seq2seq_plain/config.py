@@ -18,19 +18,16 @@ without attention (seq2seq_plain) 0.8 greedy / 0.7 beam 4, 391 s.
 experiments/seq2seq_attention is the same run with Luong attention; they differ only in model.attention.
 """
 
-from research.config import Config, DataConfig, OptimConfig, TokenizerConfig, TrainConfig
-from research.models import seq2seq
+from pathlib import Path
+
+from research.config import Config, load_experiment
+
+HERE = Path(__file__).parent
 
 
 def get_config() -> Config:
-  return Config(
-      objective="translation",
-      model=seq2seq.Config(attention="none", n_layer=1, n_embd=256, n_hidden=256, dropout=0.1,
-                           max_src_len=16, max_tgt_len=16),
-      data=DataConfig(bundled="numbers_en_es"),
-      # Number words have few distinct pieces; 512 leaves room past the 256 byte pieces.
-      tokenizer=TokenizerConfig(kind="bpe", vocab_size=512),
-      optim=OptimConfig(lr=2e-3, warmup_steps=50, min_lr_ratio=0.1, beta2=0.99, weight_decay=0.0),
-      train=TrainConfig(steps=1000, batch_size=32, log_every=20, eval_every=250, eval_batches=8,
-                        checkpoint_every=250),
-  )
+  # seq2seq_attention's run, with no attention: the two differ in this one setting.
+  cfg = load_experiment(HERE.parent / "seq2seq_attention")
+  cfg.experiment = HERE.name
+  cfg.model.attention = "none"
+  return cfg

@@ -9,17 +9,16 @@ it); give a bigger corpus with data.path=... for useful vectors.
 Quick look: `lineage train experiments/skipgram_wiki data.max_docs=20 model.epochs=1`.
 """
 
-from research.config import Config, DataConfig, TrainConfig
-from research.models import word2vec
+from pathlib import Path
+
+from research.config import Config, load_experiment
+
+HERE = Path(__file__).parent
 
 
 def get_config() -> Config:
-  return Config(
-      objective="word2vec",
-      # gensim's defaults (vector_size 100, window 5, min_count 5, sample 1e-3, negative 5,
-      # alpha 0.025 -> 0.0001, 5 epochs); 64 sub-steps of 256 centre words per jitted step.
-      model=word2vec.Config(architecture="skipgram"),
-      data=DataConfig(txt_unit="paragraph"),
-      # train.steps is set from model.epochs and the corpus (~100 steps here).
-      train=TrainConfig(log_every=10, eval_every=1_000_000, checkpoint_every=1_000_000, keep_checkpoints=1),
-  )
+  # cbow_wiki's run with the skip-gram architecture: the two differ in this one setting.
+  cfg = load_experiment(HERE.parent / "cbow_wiki")
+  cfg.experiment = HERE.name
+  cfg.model.architecture = "skipgram"
+  return cfg
