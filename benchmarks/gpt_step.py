@@ -35,7 +35,7 @@ import harness  # noqa: E402
 from peers import torch_gpt  # noqa: E402
 from research.config import Config, MeshConfig, OptimConfig, TrainConfig  # noqa: E402
 from research.models import gpt  # noqa: E402
-from research.objectives import lm  # noqa: E402
+from research.objectives import base, lm  # noqa: E402
 from research.train.flops import compiled_flops  # noqa: E402
 from research.train.loop import prepare  # noqa: E402
 from research.train.sharding import make_mesh, put_batch  # noqa: E402
@@ -47,16 +47,15 @@ CONFIGS = {  # vocab 65: nanoGPT's shakespeare_char
 VOCAB = 65
 
 
-class SyntheticTask:
+class SyntheticTask(base.Task):
   """The LM objective on fixed random batches: what the trainer needs, and no corpus."""
 
-  loss_fn = staticmethod(lm.loss_fn)
-
   def __init__(self, cfg: Config, batches: list[dict]):
-    self.cfg, self.batches = cfg, batches
+    super().__init__(cfg, log=lambda *_: None)
+    self.batches = batches
 
-  def build_model(self, rngs, dtype=jnp.float32):
-    return gpt.build(self.cfg.model, rngs=rngs, dtype=dtype)
+  def loss_fn(self, model, batch, rng, train):
+    return lm.loss_fn(model, batch, rng, train)
 
   def train_batch(self, step: int) -> dict:
     return self.batches[step % len(self.batches)]

@@ -87,14 +87,16 @@ def make_lineage(corpus_file: str, arch: str, seed: int):
 
   from research.config import Config, DataConfig, TrainConfig
   from research.models import word2vec
-  from research.objectives.word2vec import Task
+  from research.objectives import word2vec as negative_sampling
   from research.train.loop import prepare
   from research.train.sharding import make_mesh
 
-  m = word2vec.Config(architecture=arch, **SETTINGS)
-  cfg = Config(experiment=f"bench_{arch}", objective="word2vec", model=m,
-               data=DataConfig(path=corpus_file, txt_unit="document"), train=TrainConfig(seed=seed))
-  task = Task(cfg, log=lambda *a: None)
+  settings = dict(SETTINGS)
+  model = word2vec.Config(vector_size=settings.pop("vector_size"))
+  cfg = Config(experiment=f"bench_{arch}", objective=negative_sampling.Config(architecture=arch, **settings),
+               model=model, data=DataConfig(path=corpus_file, txt_unit="document"),
+               train=TrainConfig(steps=0, seed=seed))
+  task = negative_sampling.Task(cfg, log=lambda *a: None)
   mesh = make_mesh(cfg.mesh, jax.devices()[:1])
   p = prepare(cfg, task, mesh)
   t = time.perf_counter()

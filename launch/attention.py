@@ -17,22 +17,12 @@ from pathlib import Path
 
 def load_run(run_dir: Path):
   """(config, model with the latest checkpoint's parameters, source and target tokenizers, step)."""
-  from flax import nnx
+  from research.objectives.translation import load_tokenizers
+  from research.run import load_run as load
 
-  from research import config as config_lib
-  from research.objectives.translation import build_model, load_tokenizers
-  from research.train.checkpoint import restore_params
-
-  run_dir = Path(run_dir)
-  if not (run_dir / "config.json").exists():
-    raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-  cfg = config_lib.load(run_dir / "config.json")
-  if cfg.objective != "translation":
-    raise FileNotFoundError(f"{run_dir} is a {cfg.objective!r} run; these commands need a translation run")
-  src_tok, tgt_tok = load_tokenizers(run_dir)
-  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0))), nnx.Param)
-  params, step = restore_params(run_dir, abstract)
-  return cfg, nnx.merge(graphdef, params), src_tok, tgt_tok, step
+  run = load(run_dir, ("translation",), "lineage attention / bleu")
+  src_tok, tgt_tok = load_tokenizers(run.dir)
+  return run.cfg, run.model, src_tok, tgt_tok, run.step
 
 
 def attention_map(model, src_ids: list[int], tgt_ids: list[int]):
@@ -93,7 +83,7 @@ def _attention(args) -> int:
 
 
 def _bleu(args) -> int:
-  from research.data.translation import load_pairs
+  from research.data.pairs import load_pairs
   from research.evaluate.bleu import corpus_bleu, translate_texts
 
   cfg, model, src_tok, tgt_tok, step = load_run(Path(args.run_dir))

@@ -40,7 +40,7 @@ def _sample(args) -> int:
 
   from research import config as config_lib
   from research.decode import SamplingConfig, generate
-  from research.objectives.lm import build_model
+  from research.models import build_model
   from research.tokenizers import load_tokenizer
   from research.train.checkpoint import restore_params
 
@@ -98,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   from research.config import ConfigError
   from research.data.text import DataError
+  from research.run import RunError
   from research.tokenizers import TokenizerError
   from research.train.loop import NonFiniteError
 
   try:
     return args.run(args)
-  except (ConfigError, DataError, TokenizerError) as e:
+  except (ConfigError, DataError, TokenizerError, RunError) as e:
     print(f"lineage {args.command}: error: {e}", file=sys.stderr)
     return 2
   except (NonFiniteError, FileNotFoundError) as e:

@@ -1,8 +1,15 @@
 """Typed experiment configuration: dataclasses, command-line overrides, save and load.
 
 An experiment is one `Config`. Its `model` field holds the config dataclass of one
-architecture (`research/models/<name>.py` defines `Config`), found by `model.name`, so the
-trainer never needs an `if model == ...` ladder.
+architecture (`research/models/<name>.py` defines `Config`), found by `model.name`, and its
+`objective` field the config dataclass of one objective (`research/objectives/<name>.py`
+defines `Config`: masking rate, label smoothing, negatives, ...), found by `objective.name`,
+so the trainer never needs an `if model == ...` ladder. `objective="lm"` is shorthand for
+that objective's default config.
+
+Every section checks its own values when the config is loaded: a model or objective
+config may define `validate(self)` raising `ConfigError`, called by `validate(cfg)` before
+anything is written to disk.
 
 Overrides are `section.key=value` strings. Values are parsed against the field's type;
 an unknown key or a value of the wrong type raises `ConfigError` with a one-line message
@@ -36,6 +43,8 @@ class DataConfig:
   hub_split: str = "train"
   bundled: str = "enwiki"  # used when path and hub_name are empty; see research/data/bundled.py
   text_column: str = "text"  # column of jsonl / parquet / hub rows holding the text
+  source_column: str = ""  # sentence pairs (TSV header / hub): the source and target columns
+  target_column: str = ""  # or languages, e.g. "en" and "es"; "" = the file's default columns
   txt_unit: str = "document"  # a .txt file is one "document", or one per "paragraph" / "line"
   max_docs: int = 0  # keep only the first N documents (0 = all); for quick runs
   val_fraction: float = 0.1  # share of the corpus held out for validation (never trained on)
@@ -78,6 +87,14 @@ class TrainConfig:
   runs_dir: str = "runs"
   run_name: str = ""  # "" = a timestamp; reusing a name resumes that run
   progress: bool = True  # a progress bar on stderr
+  # Fine-tuning: start this run (step 0, a fresh optimizer) from another run's parameters,
+  # tokenizer and model settings. `init_skip` is a comma list of parameter-path patterns
+  # (fnmatch, '/'-separated, e.g. "classifier/*,pooler/*") left at their fresh init: new heads.
+  init_from: str = ""
+  init_skip: str = ""
+  # CPU-only compute tricks in the hot layers (research/models/vjp.py): "auto" = on when the
+  # backend is CPU, "on", "off". They change speed, never the numbers or parameter shapes.
+  cpu_tricks: str = "auto"
 
 
 @dataclass
@@ -91,7 +108,7 @@ class MeshConfig:
 @dataclass
 class Config:
   experiment: str = ""
-  objective: str = "lm"  # research/objectives/<objective>.py
+  objective: Any = "lm"  # the `Config` of research/objectives/<objective.name>.py (or its name)
   model: Any = None  # the `Config` of research/models/<model.name>.py
   data: DataConfig = field(default_factory=DataConfig)
   tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -99,14 +116,35 @@ class Config:
   train: TrainConfig = field(default_factory=TrainConfig)
   mesh: MeshConfig = field(default_factory=MeshConfig)
 
+  def __post_init__(self):
+    if isinstance(self.objective, str):
+      self.objective = objective_config_class(self.objective)()
+
+
+def _config_class(kind: str, name: str) -> type:
+  """`Config` of research/<kind>/<name>.py, or a ConfigError listing the known names."""
+  folder = Path(__file__).parent / kind
+  if not (folder / f"{name}.py").is_file():
+    known = sorted(p.stem for p in folder.glob("*.py") if p.stem[0] != "_" and p.stem not in ("base", "losses"))
+    what = "model" if kind == "models" else "objective"
+    raise ConfigError(f"{what}.name={name!r} names no {what}; known: {', '.join(known)}")
+  return importlib.import_module(f"research.{kind}.{name}").Config
+
 
 def model_config_class(name: str) -> type:
-  try:
-    module = importlib.import_module(f"research.models.{name}")
-  except ModuleNotFoundError as e:
-    known = sorted(p.stem for p in (Path(__file__).parent / "models").glob("*.py") if p.stem[0] != "_")
-    raise ConfigError(f"model.name={name!r} names no model; known: {', '.join(known)}") from e
-  return module.Config
+  return _config_class("models", name)
+
+
+def objective_config_class(name: str) -> type:
+  return _config_class("objectives", name)
+
+
+def flat_dict(d: dict, prefix: str = "") -> dict:
+  """{"a": {"b": 1}} -> {"a.b": 1}: how configs are compared and shown."""
+  out = {}
+  for k, v in d.items():
+    out.update(flat_dict(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
 
 
 # ---------------------------------------------------------------------------- overrides
@@ -176,8 +214,8 @@ def apply_override(cfg: Config, override: str) -> None:
       if _is_dataclass_instance(value):
         raise ConfigError(
             f"config key {key!r} is a section, not a value; {_valid_keys_message(key, _field_types(value))}")
-      if key == "model.name":
-        raise ConfigError("model.name cannot be overridden: choose the model in the experiment's config.py")
+      if key in ("model.name", "objective.name"):
+        raise ConfigError(f"{key} cannot be overridden: choose it in the experiment's config.py")
       setattr(node, part, _parse_value(key, text, types_[part]))
       return
     if not _is_dataclass_instance(value):
@@ -188,17 +226,58 @@ def apply_override(cfg: Config, override: str) -> None:
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
   for override in overrides:
     apply_override(cfg, override)
+  if cfg.train.init_from:
+    inherit_model(cfg, overrides)
   validate(cfg)
   return cfg
 
 
+def inherit_model(cfg: Config, overrides: list[str] = ()) -> None:
+  """Fine-tuning: the model settings of the `train.init_from` run, so its parameters fit.
+
+  The source run's model config replaces the experiment's; `model.*` overrides on the
+  command line are applied on top (e.g. a fine-tuning dropout). One that changes a
+  parameter's shape then fails when the parameters load, naming the path.
+  """
+  source_file = Path(cfg.train.init_from) / "config.json"
+  if not source_file.is_file():
+    return  # validate() names the problem
+  source = json.loads(source_file.read_text()).get("model") or {}
+  if source.get("name") != cfg.model.name:
+    raise ConfigError(f"train.init_from={cfg.train.init_from!r} holds a {source.get('name')!r} model; "
+                      f"this experiment's model is {cfg.model.name!r}")
+  names = {f.name for f in dataclasses.fields(cfg.model)}
+  cfg.model = type(cfg.model)(**{k: v for k, v in source.items() if k in names})
+  for override in overrides:
+    if override.split("=", 1)[0].strip().startswith("model."):
+      apply_override(cfg, override)
+
+
+def need(ok: bool, message: str) -> None:
+  """Raises ConfigError(message) unless ok: how every `validate` states a rule."""
+  if not ok:
+    raise ConfigError(message)
+
+
+def one_of(key: str, value, choices) -> None:
+  need(value in choices, f"{key} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def positive(prefix: str, section, *keys: str) -> None:
+  for key in keys:
+    need(getattr(section, key) > 0, f"{prefix}.{key} must be positive, got {getattr(section, key)}")
+
+
+def probability(key: str, value: float) -> None:
+  """A dropout rate or a masking share: in [0, 1)."""
+  need(0.0 <= value < 1.0, f"{key} must be in [0, 1), got {value}")
+
+
 def validate(cfg: Config) -> None:
   """Checks the choices that no type can express; each failure names its key."""
-  def need(ok: bool, message: str):
-    if not ok:
-      raise ConfigError(message)
   t = cfg.train
-  need(t.steps > 0, f"train.steps must be positive, got {t.steps}")
+  # 0 = derived by the objective (Word2Vec: from its epochs and the corpus)
+  need(t.steps >= 0, f"train.steps must be positive, got {t.steps}")
   need(t.batch_size > 0, f"train.batch_size must be positive, got {t.batch_size}")
   need(t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
        f"train.batch_size={t.batch_size} must be a multiple of train.grad_accum={t.grad_accum}")
@@ -211,11 +290,16 @@ def validate(cfg: Config) -> None:
   need(0.0 < cfg.data.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {cfg.data.val_fraction}")
   need(cfg.data.txt_unit in ("document", "paragraph", "line"),
        f"data.txt_unit must be 'document', 'paragraph' or 'line', got {cfg.data.txt_unit!r}")
-  need(cfg.optim.schedule in ("cosine", "constant"),
-       f"optim.schedule must be 'cosine' or 'constant', got {cfg.optim.schedule!r}")
+  one_of("optim.schedule", cfg.optim.schedule, ("cosine", "constant"))
+  one_of("train.cpu_tricks", t.cpu_tricks, ("auto", "on", "off"))
+  need(not t.init_from or Path(t.init_from, "config.json").is_file(),
+       f"train.init_from={t.init_from!r} is not a run directory (no config.json)")
   sizes = [cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor]
   need(sizes.count(-1) <= 1 and all(s == -1 or s > 0 for s in sizes),
        f"mesh sizes must be positive with at most one -1, got data={sizes[0]} fsdp={sizes[1]} tensor={sizes[2]}")
+  for section in (cfg.model, cfg.objective):
+    if hasattr(section, "validate"):
+      section.validate()
 
 
 # ----------------------------------------------------------------------- save and load
@@ -225,11 +309,21 @@ def to_dict(cfg: Config) -> dict:
   return dataclasses.asdict(cfg)
 
 
+def _typed_section(what: str, d: dict, config_class) -> Any:
+  cls = config_class(d["name"])
+  unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+  if unknown:
+    raise ConfigError(f"unknown config key(s) {what}.{sorted(unknown)} for {what} {d['name']!r}")
+  return cls(**d)
+
+
 def from_dict(d: dict) -> Config:
   """Rebuilds a Config written by `save`; keys it does not know are errors."""
   d = dict(d)
   model = d.pop("model", None)
-  cfg = Config()
+  objective = d.pop("objective", "lm")
+  cfg = Config(objective=objective if isinstance(objective, str) else
+               _typed_section("objective", objective, objective_config_class))
   sections = {f.name for f in dataclasses.fields(Config) if _is_dataclass_instance(getattr(cfg, f.name))}
   for key, value in d.items():
     if key in sections:
@@ -243,12 +337,7 @@ def from_dict(d: dict) -> Config:
     else:
       raise ConfigError(f"unknown config key {key!r} in saved config")
   if model is not None:
-    cls = model_config_class(model["name"])
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(model) - names
-    if unknown:
-      raise ConfigError(f"unknown config key(s) model.{sorted(unknown)} for model {model['name']!r}")
-    cfg.model = cls(**model)
+    cfg.model = _typed_section("model", model, model_config_class)
   return cfg
 
 

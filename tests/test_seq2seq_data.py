@@ -7,6 +7,8 @@ import pytest
 
 from launch.cli import main
 from research.config import Config, DataConfig, OptimConfig, TokenizerConfig, TrainConfig
+from research.data import numbers_en_es as numbers
+from research.data import pairs
 from research.data import translation as data
 from research.data.text import DataError
 from research.evaluate.bleu import corpus_bleu
@@ -16,12 +18,12 @@ from research.train import loop
 
 
 def test_number_words():
-  assert data.english_number(321005) == "three hundred twenty-one thousand five"
-  assert data.spanish_number(321005) == "trescientos veintiún mil cinco"
-  assert data.spanish_number(100) == "cien" and data.spanish_number(101) == "ciento uno"
-  assert data.spanish_number(1000) == "mil" and data.spanish_number(31000) == "treinta y un mil"
-  assert data.english_number(0) == "zero" and data.spanish_number(0) == "cero"
-  splits = data.numbers_en_es(n_train=200, n_eval=50)
+  assert numbers.english_number(321005) == "three hundred twenty-one thousand five"
+  assert numbers.spanish_number(321005) == "trescientos veintiún mil cinco"
+  assert numbers.spanish_number(100) == "cien" and numbers.spanish_number(101) == "ciento uno"
+  assert numbers.spanish_number(1000) == "mil" and numbers.spanish_number(31000) == "treinta y un mil"
+  assert numbers.english_number(0) == "zero" and numbers.spanish_number(0) == "cero"
+  splits = numbers.numbers_en_es(n_train=200, n_eval=50)
   assert [len(splits[k]) for k in ("train", "valid", "test")] == [200, 50, 50]
   assert not set(splits["train"]) & set(splits["test"])
 
@@ -31,13 +33,13 @@ def test_tsv_with_verse_references_splits_by_book(tmp_path):
   rows = ["ref\ten\tes"] + [f"{book}.1.{v}\tword {v}\tpalabra {v}" for book in ("Gen", "Ruth", "Jude", "Matt")
                             for v in range(1, 4)]
   path.write_text("\n".join(rows) + "\n")
-  splits = data.load_pairs(DataConfig(path=str(path)))
+  splits = pairs.load_pairs(DataConfig(path=str(path)))
   assert splits["test"] == [(f"word {v}", f"palabra {v}") for v in range(1, 4)]  # Ruth
   assert len(splits["valid"]) == 3 and len(splits["train"]) == 6  # Jude; Gen + Matt
-  reversed_ = data.load_pairs(DataConfig(path=str(path), text_column="es,en"))
+  reversed_ = pairs.load_pairs(DataConfig(path=str(path), source_column="es", target_column="en"))
   assert reversed_["test"][0] == ("palabra 1", "word 1")
-  with pytest.raises(DataError, match="text_column"):
-    data.load_pairs(DataConfig(path=str(path), text_column="en,fr"))
+  with pytest.raises(DataError, match=r"data.target_column='fr' is not a column of the header \(ref, en, es\)"):
+    pairs.load_pairs(DataConfig(path=str(path), source_column="en", target_column="fr"))
 
 
 def test_batches_are_a_pure_function_of_seed_and_step():
@@ -67,8 +69,8 @@ def test_bleu_is_100_for_identical_text_and_low_for_unrelated():
 
 def test_translation_run_end_to_end(tmp_path, capsys):
   path = tmp_path / "numbers.tsv"  # no header: source, target; the last 2 x 10% are valid and test
-  pairs = data.numbers_en_es(n_train=200, n_eval=20)
-  path.write_text("".join(f"{s}\t{t}\n" for k in ("train", "valid", "test") for s, t in pairs[k]))
+  splits = numbers.numbers_en_es(n_train=200, n_eval=20)
+  path.write_text("".join(f"{s}\t{t}\n" for k in ("train", "valid", "test") for s, t in splits[k]))
   cfg = Config(
       experiment="tiny_s2s", objective="translation",
       model=seq2seq.Config(attention="additive", bidirectional=True, n_embd=32, n_hidden=32,

@@ -305,9 +305,9 @@ def topic_corpus(path, n_lines=600, seed=0):
 def test_training_separates_topics_and_cli_answers(tmp_path, capsys, architecture):
   topics = topic_corpus(tmp_path / "topics.txt")
   run = tmp_path / "run"
-  overrides = [f"data.path={tmp_path / 'topics.txt'}", f"data.cache_dir={tmp_path / 'cache'}", "model.min_count=1",
-               "model.vector_size=16", "model.batch_words=32", "model.sub_steps=8", "model.epochs=3",
-               "model.sample=0", "model.alpha=0.05", "train.progress=false", "train.log_every=2"]
+  overrides = [f"data.path={tmp_path / 'topics.txt'}", f"data.cache_dir={tmp_path / 'cache'}", "objective.min_count=1",
+               "model.vector_size=16", "objective.batch_words=32", "objective.sub_steps=8", "objective.epochs=3",
+               "objective.sample=0", "objective.alpha=0.05", "train.progress=false", "train.log_every=2"]
   assert main(["train", f"experiments/{architecture}_wiki", *overrides, "--run-dir", str(run)]) == 0
   out = capsys.readouterr().out
   assert "analogy_accuracy" in out and "restrict_vocab=300,000" in out and (run / "artifacts/vocab.txt").exists()

@@ -1,4 +1,9 @@
-"""The bundled default corpus: English Wikipedia text that needs no network.
+"""Bundled data that needs no network, in one registry: corpora of documents and pair tasks.
+
+`BUNDLED` names everything `data.bundled=` accepts: "enwiki" (documents, below) and
+"numbers_en_es" (generated translation pairs, research/data/numbers_en_es.py).
+
+The default corpus is English Wikipedia text.
 
 The gensim wheel ships a shortened Wikipedia dump (about 100 articles, 1.7 MB bz2) for its
 own tests. `bundled_corpus("enwiki", cache_dir)` turns it once into plain article text,
@@ -21,7 +26,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from research.data.text import DataError
+from research.data.errors import DataError
 
 _ENWIKI_DUMP = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 
@@ -192,16 +197,40 @@ def _extract_enwiki(out: Path) -> None:
     raise
 
 
-_CORPORA = {"enwiki": _extract_enwiki}
+def _numbers_en_es():
+  from research.data.numbers_en_es import numbers_en_es
+
+  return numbers_en_es()
+
+
+# name -> (kind, builder): "documents" builders write a jsonl file of {"title", "text"};
+# "pairs" builders return {"train", "valid", "test"} lists of (source, target).
+BUNDLED = {
+    "enwiki": ("documents", _extract_enwiki),
+    "numbers_en_es": ("pairs", _numbers_en_es),
+}
 # Bump when the extraction changes, so caches made by an older extractor are not reused.
 _EXTRACTOR_VERSION = 2
 
 
+def _lookup(name: str, kind: str):
+  found, builder = BUNDLED.get(name, (None, None))
+  if found != kind:
+    known = ", ".join(sorted(n for n, (k, _) in BUNDLED.items() if k == kind))
+    what = "corpus of documents" if kind == "documents" else "translation task"
+    raise DataError(f"data.bundled={name!r} is not a bundled {what}; known: {known}")
+  return builder
+
+
 def bundled_corpus(name: str, cache_dir: Path) -> Path:
   """Path of the bundled corpus `name` as jsonl, extracting it on first use."""
-  if name not in _CORPORA:
-    raise DataError(f"data.bundled={name!r} is not a bundled corpus; known: {', '.join(sorted(_CORPORA))}")
+  builder = _lookup(name, "documents")
   out = Path(cache_dir) / "corpora" / f"{name}-v{_EXTRACTOR_VERSION}.jsonl"
   if not out.is_file():
-    _CORPORA[name](out)
+    builder(out)
   return out
+
+
+def bundled_pairs(name: str) -> dict[str, list[tuple[str, str]]]:
+  """The splits of the bundled pair task `name`."""
+  return _lookup(name, "pairs")()

@@ -11,11 +11,12 @@ where perm_e is a permutation seeded by (seed, e). A batch is therefore a pure f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from research.data.text import DataError
+from research.data.epochs import EpochCache
+from research.data.errors import DataError
 
 
 def _stream(docs: list[str], tokenizer) -> np.ndarray:
@@ -42,7 +43,6 @@ class LMData:
   block_size: int
   seed: int
   vocab_size: int
-  _perms: dict = field(default_factory=dict, repr=False)  # epoch -> permutation of the blocks
 
   def __post_init__(self):
     need = self.block_size + 1
@@ -51,6 +51,7 @@ class LMData:
     if self.n_blocks < 1:
       raise DataError(f"the train split has {len(self.train_tokens)} tokens, fewer than one block of "
                       f"block_size+1={need}; use more text or a smaller block size")
+    self._perms = EpochCache(self.seed, lambda rng: rng.permutation(self.n_blocks))
 
   @property
   def n_train_tokens(self) -> int:
@@ -60,13 +61,6 @@ class LMData:
   def n_val_tokens(self) -> int:
     return len(self.val_tokens)
 
-  def _permutation(self, epoch: int) -> np.ndarray:
-    if epoch not in self._perms:
-      if len(self._perms) >= 4:  # a batch spans at most two epochs; keep memory bounded
-        self._perms.pop(min(self._perms))
-      self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n_blocks)
-    return self._perms[epoch]
-
   def batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
     """Training batch `step`: {"inputs", "targets"}, int32[batch_size, block_size]."""
     samples = step * batch_size + np.arange(batch_size, dtype=np.int64)
@@ -74,7 +68,7 @@ class LMData:
     blocks = np.empty(batch_size, dtype=np.int64)
     for epoch in np.unique(epochs):
       where = epochs == epoch
-      blocks[where] = self._permutation(int(epoch))[positions[where]]
+      blocks[where] = self._perms[int(epoch)][positions[where]]
     rows = self._train_blocks[blocks].astype(np.int32)
     return {"inputs": rows[:, :-1], "targets": rows[:, 1:]}
 

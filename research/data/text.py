@@ -14,13 +14,11 @@ import os
 from pathlib import Path
 
 from research.config import DataConfig
+from research.data.bundled import bundled_corpus
+from research.data.errors import DataError  # noqa: F401 - re-exported: callers catch it from here
 
 _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 _CHECK_CHUNK = 1 << 20  # bytes read at a time when checking that a file is UTF-8
-
-
-class DataError(ValueError):
-  """Data that cannot be used; the message is one line naming the file or config key."""
 
 
 def cache_dir(cfg: DataConfig) -> Path:
@@ -58,7 +56,7 @@ def _resolve_paths(spec: str) -> list[Path]:
   return files
 
 
-def _check_utf8(path: Path) -> None:
+def check_utf8(path: Path) -> None:
   """Raises DataError at the first byte that is not UTF-8; `datasets` would fail obscurely."""
   decoder = codecs.getincrementaldecoder("utf-8")()
   offset = 0
@@ -84,7 +82,7 @@ def _check_file(path: Path) -> str:
   if path.stat().st_size == 0:
     raise DataError(f"{path} is empty")
   if builder != "parquet":
-    _check_utf8(path)
+    check_utf8(path)
   return builder
 
 
@@ -142,7 +140,7 @@ def _local_documents(cfg: DataConfig) -> list[str]:
 # ------------------------------------------------------------------------ hub, bundled
 
 
-def _looks_offline(e: BaseException) -> bool:
+def looks_offline(e: BaseException) -> bool:
   text = f"{type(e).__name__} {e}".lower()
   return any(word in text for word in (
       "connection", "offline", "resolve", "network", "timed out", "timeout", "unreachable",
@@ -161,7 +159,7 @@ def _hub_documents(cfg: DataConfig) -> list[str]:
     while cause is not None and len(chain) < 10:
       chain.append(cause)
       cause = cause.__cause__ or cause.__context__
-    if any(_looks_offline(c) for c in chain):
+    if any(looks_offline(c) for c in chain):
       raise DataError(f"cannot download {what}: no network? Put the text in local files and set data.path") from None
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     raise DataError(f"cannot load {what}: {first}") from None
@@ -171,9 +169,6 @@ def _hub_documents(cfg: DataConfig) -> list[str]:
 
 
 def _bundled_documents(cfg: DataConfig) -> list[str]:
-  # Imported here: bundled.py imports DataError from this module.
-  from research.data.bundled import bundled_corpus
-
   path = bundled_corpus(cfg.bundled, cache_dir(cfg))
   return _texts(_load("json", path, cfg), "text", str(path), cfg.max_docs)
 

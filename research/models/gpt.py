@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from research.config import need, positive, probability
 from research.models.layers import MLP, CausalSelfAttention, Embed, LayerNorm
 
 
@@ -26,6 +27,12 @@ class Config:
   n_embd: int = 384
   dropout: float = 0.0
   bias: bool = False  # biases in Dense and LayerNorm; nanoGPT finds them unnecessary
+
+  def validate(self):
+    positive("model", self, "block_size", "n_layer", "n_head", "n_embd")
+    need(self.n_embd % self.n_head == 0, f"model.n_embd={self.n_embd} must be a multiple of model.n_head={self.n_head}")
+    need(self.vocab_size >= 0, f"model.vocab_size must be >= 0 (0 = from the tokenizer), got {self.vocab_size}")
+    probability("model.dropout", self.dropout)
 
 
 class Block(nnx.Module):

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from research.config import one_of, positive, probability
 from research.models.layers import Dense, Embed
 
 Carry = tuple[jax.Array, ...]  # (h,) for Elman, (h, c) for the LSTM; each [B, H]
@@ -44,6 +45,11 @@ class Config:
   n_embd: int = 256  # token embedding width
   n_hidden: int = 256  # units per layer
   dropout: float = 0.0  # on embeddings, between layers and before the head (not recurrent)
+
+  def validate(self):
+    one_of("model.cell", self.cell, tuple(CELLS))
+    positive("model", self, "block_size", "n_layer", "n_embd", "n_hidden")
+    probability("model.dropout", self.dropout)
 
 
 def flat_matmul(x: jax.Array, w: jax.Array) -> jax.Array:

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from research import decode
+from research.config import need, one_of, positive, probability
 from research.models.layers import Dense, Embed, param
 from research.models.rnn import Carry, StackedRNN
 from research.tokenizers import BOS_ID, EOS_ID, PAD_ID
@@ -59,6 +60,13 @@ class Config:
   attention: str = "dot"  # "none" | "dot" | "scaled_dot" | "additive"
   dropout: float = 0.0
   sampling_ratio: float = 0.0  # scheduled sampling: P(feed the model's own prediction) in training
+
+  def validate(self):
+    one_of("model.attention", self.attention, ATTENTION)
+    positive("model", self, "max_src_len", "max_tgt_len", "n_layer", "n_embd", "n_hidden")
+    need(not self.bidirectional or self.n_hidden % 2 == 0,
+         f"model.bidirectional splits model.n_hidden={self.n_hidden} in two halves: use an even size")
+    probability("model.dropout", self.dropout)
 
 
 class Memory(NamedTuple):

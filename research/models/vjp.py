@@ -111,3 +111,11 @@ def _attention_bwd(res, dout):
 
 
 causal_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+_CPU_TRICKS: bool | None = None  # TEMPORARY stand-in until the attention branch lands
+
+
+def set_cpu_tricks(on: bool | None) -> None:
+  global _CPU_TRICKS
+  _CPU_TRICKS = on

@@ -4,8 +4,9 @@
 negative sampling scores against. Names, initialisation and defaults follow word2vec.c
 and gensim 4 (`Word2Vec(vector_size=100, window=5, min_count=5, sample=1e-3, negative=5,
 alpha=0.025, min_alpha=0.0001, epochs=5)`), so a run here compares one to one with gensim.
-How the tables are trained (CBOW or skip-gram, sparse SGD) is in
-research/objectives/word2vec.py; the vocabulary and windows in research/data/words.py.
+How the tables are trained (CBOW or skip-gram, sparse SGD, and every setting of that:
+window, negatives, subsampling, alpha, epochs) is the objective's, research/objectives/word2vec.py;
+the vocabulary and windows are in research/data/words.py.
 """
 
 from __future__ import annotations
@@ -16,32 +17,22 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from research.config import need
+
 
 @dataclass
 class Config:
   name: str = "word2vec"
-  architecture: str = "cbow"  # "cbow" (mean of the context, gensim's cbow_mean=1) | "skipgram"
   vector_size: int = 100
-  window: int = 5  # largest distance to a context word; each centre draws its own in 1..window
-  min_count: int = 5  # rarer words are dropped from the vocabulary (and the text)
-  sample: float = 1e-3  # frequent-word subsampling threshold (0 = off)
-  negative: int = 5  # negatives per predicted word, drawn from unigram^0.75
-  ns_exponent: float = 0.75
-  alpha: float = 0.025  # SGD learning rate, decayed linearly over all epochs ...
-  min_alpha: float = 0.0001  # ... to this
-  epochs: int = 5  # sets train.steps (derived from the corpus, as vocab_size is)
-  # Execution, not the algorithm: a jitted step runs `sub_steps` SGD updates of
-  # `batch_words` centre words each (lax.scan), so dispatch costs once per many updates.
-  batch_words: int = 256
-  sub_steps: int = 64
-  max_sentence_length: int = 10_000  # longer sentences are cut, as gensim's MAX_WORDS_IN_BATCH
-  vocab_size: int = 0  # 0 = set from the corpus
+  vocab_size: int = 0  # 0 = set from the corpus vocabulary
+
+  def validate(self):
+    need(self.vector_size > 0, f"model.vector_size must be positive, got {self.vector_size}")
 
 
 class Word2Vec(nnx.Module):
   def __init__(self, cfg: Config, *, rngs: nnx.Rngs):
     assert cfg.vocab_size > 0, "Word2Vec needs vocab_size (set from the corpus vocabulary)"
-    self.architecture = cfg.architecture  # the objective's loss_fn reads it
     shape = (cfg.vocab_size, cfg.vector_size)
     # word2vec.c / gensim: input vectors uniform in [-0.5, 0.5) / vector_size, outputs zero.
     # Replicated on every device: updates are sparse row scatters, not sharded matmuls.

@@ -10,41 +10,45 @@ Data: research/data/translation.py; model: any `model.name` whose model takes
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import optax
 from flax import nnx
 
-from research.config import Config
+from research import config as config_lib
+from research.config import need
 from research.data import translation as data
+from research.data.pairs import load_pairs
 from research.data.text import cache_dir
 from research.evaluate.bleu import bleu
-from research.models import build_model
+from research.objectives import base
+from research.objectives.losses import perplexity, token_cross_entropy
 from research.tokenizers import PAD_ID, load_tokenizer, train_or_load
 
 
-def loss_fn(model, batch: dict, rng: jax.Array, train: bool):
+@dataclass
+class Config:
+  name: str = "translation"
+  label_smoothing: float = 0.0  # Szegedy et al. 2016; the Transformer's paper uses 0.1
+  sampling_ratio: float = 0.0  # scheduled sampling (Bengio et al. 2015): P(feed the model's own prediction)
+
+  def validate(self):
+    need(0.0 <= self.label_smoothing < 1.0, f"objective.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+    need(0.0 <= self.sampling_ratio <= 1.0, f"objective.sampling_ratio must be in [0, 1], got {self.sampling_ratio}")
+
+
+def loss_fn(model, batch: dict, rng: jax.Array, train: bool, *, label_smoothing: float = 0.0):
   logits = model(batch["src"], batch["tgt_in"], deterministic=not train, rngs=nnx.Rngs(dropout=rng),
                  sampling_rng=jax.random.fold_in(rng, 1) if train else None)
   targets = batch["tgt_out"]
-  mask = (targets != PAD_ID).astype(jnp.float32)
-  n = jnp.maximum(mask.sum(), 1.0)
-  loss = (optax.softmax_cross_entropy_with_integer_labels(logits, targets) * mask).sum() / n
-  # The target's logit is the largest (argmax == target but for exact ties; far cheaper on CPU).
-  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  accuracy = ((target_logit >= logits.max(-1)) * mask).sum() / n
-  return loss, {"accuracy": accuracy}
+  return token_cross_entropy(logits, targets, targets != PAD_ID, label_smoothing=label_smoothing)
 
 
-def derived_metrics(metrics: dict) -> dict:
-  return {"perplexity": math.exp(min(metrics["loss"], 50.0))} if "loss" in metrics else {}
-
-
-def tokenizers(cfg: Config, train_pairs, cache: Path):
+def tokenizers(cfg: config_lib.Config, train_pairs, cache: Path):
   """(source, target) tokenizers: one shared sentencepiece model, or one per language."""
+  if cfg.train.init_from:
+    return load_tokenizers(Path(cfg.train.init_from))
   if cfg.model.shared_vocab:
     tok = train_or_load(cfg.tokenizer, [s for s, _ in train_pairs] + [t for _, t in train_pairs], cache)
     return tok, tok
@@ -61,18 +65,16 @@ def load_tokenizers(run_dir: Path):
   return load_tokenizer(run_dir / "artifacts" / "src_tokenizer"), load_tokenizer(run_dir / "artifacts" / "tgt_tokenizer")
 
 
-class Task:
+class Task(base.Task):
   """Sentence pairs -> tokenizers -> fixed-shape padded batches -> an encoder-decoder."""
 
-  loss_fn = staticmethod(loss_fn)
-  derived_metrics = staticmethod(derived_metrics)
-
-  def __init__(self, cfg: Config, log=print):
-    self.cfg, m = cfg, cfg.model
-    self.splits = data.load_pairs(cfg.data)
+  def __init__(self, cfg: config_lib.Config, log=print):
+    super().__init__(cfg, log)
+    m = cfg.model
+    self.splits = load_pairs(cfg.data)
     self.src_tok, self.tgt_tok = tokenizers(cfg, self.splits["train"], cache_dir(cfg.data))
-    m.src_vocab_size = m.src_vocab_size or self.src_tok.vocab_size
-    m.tgt_vocab_size = m.tgt_vocab_size or self.tgt_tok.vocab_size
+    self.derive(m, "src_vocab_size", self.src_tok.vocab_size, "the source tokenizer's vocabulary")
+    self.derive(m, "tgt_vocab_size", self.tgt_tok.vocab_size, "the target tokenizer's vocabulary")
     src, tgt = data.encode_pairs(self.splits["train"], self.src_tok, self.tgt_tok)
     keep = [i for i in range(len(src)) if data.fits(src[i], tgt[i], m.max_src_len, m.max_tgt_len)]
     tc = cfg.train
@@ -88,8 +90,11 @@ class Task:
         f"{n['valid']:,} valid / {n['test']:,} test pairs; vocab {self.src_tok.vocab_size:,} -> "
         f"{self.tgt_tok.vocab_size:,}{' (shared)' if m.shared_vocab else ''}")
 
-  def build_model(self, rngs: nnx.Rngs, dtype=jnp.float32) -> nnx.Module:
-    return build_model(self.cfg, rngs, dtype)
+  def loss_fn(self, model, batch: dict, rng: jax.Array, train: bool):
+    return loss_fn(model, batch, rng, train, label_smoothing=self.cfg.objective.label_smoothing)
+
+  def derived_metrics(self, metrics: dict) -> dict:
+    return perplexity(metrics)
 
   def train_batch(self, step: int) -> dict:
     return self.data.batch(step)

@@ -32,6 +32,7 @@ dispatch or the host (the host builds a step's arrays in ~2 ms, overlapped).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -39,10 +40,39 @@ import numpy as np
 import optax
 from flax import nnx
 
-from research.config import Config, ConfigError
+from research import config as config_lib
+from research.config import ConfigError, need, one_of
 from research.data.text import load_documents
 from research.data.words import WordBatches, build_vocab, context_offsets, encode, sentences
-from research.models import build_model
+from research.objectives import base
+
+
+@dataclass
+class Config:
+  """The algorithm's settings, with gensim 4's defaults (`Word2Vec(window=5, min_count=5,
+  sample=1e-3, negative=5, alpha=0.025, min_alpha=0.0001, epochs=5)`)."""
+  name: str = "word2vec"
+  architecture: str = "cbow"  # "cbow" (mean of the context, gensim's cbow_mean=1) | "skipgram"
+  window: int = 5  # largest distance to a context word; each centre draws its own in 1..window
+  min_count: int = 5  # rarer words are dropped from the vocabulary (and the text)
+  sample: float = 1e-3  # frequent-word subsampling threshold (0 = off)
+  negative: int = 5  # negatives per predicted word, drawn from unigram^0.75
+  ns_exponent: float = 0.75
+  alpha: float = 0.025  # SGD learning rate, decayed linearly over all epochs ...
+  min_alpha: float = 0.0001  # ... to this
+  epochs: int = 5  # sets train.steps (derived from the corpus, as model.vocab_size is)
+  # Execution, not the algorithm: a jitted step runs `sub_steps` SGD updates of
+  # `batch_words` centre words each (lax.scan), so dispatch costs once per many updates.
+  batch_words: int = 256
+  sub_steps: int = 64
+  max_sentence_length: int = 10_000  # longer sentences are cut, as gensim's MAX_WORDS_IN_BATCH
+
+  def validate(self):
+    one_of("objective.architecture", self.architecture, ("cbow", "skipgram"))
+    for key in ("window", "min_count", "negative", "epochs", "batch_words", "sub_steps", "max_sentence_length"):
+      need(getattr(self, key) > 0, f"objective.{key} must be positive, got {getattr(self, key)}")
+    need(self.sample >= 0, f"objective.sample must be >= 0, got {self.sample}")
+    need(0 < self.min_alpha <= self.alpha, f"objective.min_alpha={self.min_alpha} must be in (0, alpha={self.alpha}]")
 
 
 def _gather(table, ids):
@@ -170,19 +200,18 @@ def sub_step_loss(syn0, syn1, sub: dict, architecture: str):
   return _ns_loss(f, weight), weight[..., 0].sum()
 
 
-def loss_fn(model, batch: dict, rng: jax.Array, train: bool):
+def loss_fn(model, batch: dict, rng: jax.Array, train: bool, *, architecture: str):
   """Mean negative-sampling loss of a step's examples at the current tables (no update)."""
   del rng, train
   syn0, syn1 = _tables(model)
-  loss, n = jax.vmap(lambda sub: sub_step_loss(syn0, syn1, sub, model.architecture))(batch)
+  loss, n = jax.vmap(lambda sub: sub_step_loss(syn0, syn1, sub, architecture))(batch)
   return loss.sum() / jnp.maximum(n.sum(), 1.0), {"examples": n.sum()}
 
 
-def make_train_step(graphdef, tx, cfg: Config):
+def make_train_step(graphdef, objective: Config):
   """The trainer's step for Word2Vec: `sub_steps` sparse SGD updates in one lax.scan."""
-  del tx  # plain SGD with the per-sub-step alpha the batch carries; no optimizer state
-  window = cfg.model.window
-  update = skipgram_update if cfg.model.architecture == "skipgram" else cbow_update
+  window = objective.window
+  update = skipgram_update if objective.architecture == "skipgram" else cbow_update
 
   def body(tables, sub):
     syn0, syn1, loss, n, g2 = update(*tables, sub, window)
@@ -205,63 +234,54 @@ def make_train_step(graphdef, tx, cfg: Config):
   return train_step
 
 
-class Task:
+class Task(base.Task):
   """Text -> words -> vocabulary -> subsampled windows -> CBOW or skip-gram tables.
 
   Word2Vec trains on the whole corpus (as gensim does): no validation split; its
   evaluation is analogy and similarity (`evaluate`). `train.steps` is derived from
-  `model.epochs` and the corpus, as `model.vocab_size` is.
+  `objective.epochs` and the corpus, as `model.vocab_size` is from the vocabulary.
   """
 
-  loss_fn = staticmethod(loss_fn)
-
-  def __init__(self, cfg: Config, log=print):
-    m = cfg.model
-    if m.architecture not in ("cbow", "skipgram"):
-      raise ConfigError(f"model.architecture must be 'cbow' or 'skipgram', got {m.architecture!r}")
-    if m.window < 1 or m.negative < 1 or m.epochs < 1:
-      raise ConfigError(f"model.window, model.negative and model.epochs must be positive")
-    self.cfg, self.log = cfg, log
-    sents = sentences(load_documents(cfg.data), m.max_sentence_length)
-    self.vocab = build_vocab(sents, m.min_count)
+  def __init__(self, cfg: config_lib.Config, log=print):
+    super().__init__(cfg, log)
+    o = cfg.objective
+    sents = sentences(load_documents(cfg.data), o.max_sentence_length)
+    self.vocab = build_vocab(sents, o.min_count)
     if len(self.vocab.words) < 2:
-      raise ConfigError(f"model.min_count={m.min_count} leaves {len(self.vocab.words)} words; lower it or use more text")
+      raise ConfigError(f"objective.min_count={o.min_count} leaves {len(self.vocab.words)} words; lower it or use more text")
     ids, sentence = encode(sents, self.vocab)
-    m.vocab_size = len(self.vocab.words)
+    self.derive(cfg.model, "vocab_size", len(self.vocab.words), "the corpus vocabulary")
     self.batches = WordBatches(
-        ids, sentence, self.vocab.counts, window=m.window, sample=m.sample, negative=m.negative,
-        ns_exponent=m.ns_exponent, epochs=m.epochs, batch_words=m.batch_words, sub_steps=m.sub_steps,
-        alpha=m.alpha, min_alpha=m.min_alpha, seed=cfg.train.seed)
-    cfg.train.steps = self.batches.steps
-    self.tokens_per_step = m.batch_words * m.sub_steps  # effective (subsampled) centre words
+        ids, sentence, self.vocab.counts, window=o.window, sample=o.sample, negative=o.negative,
+        ns_exponent=o.ns_exponent, epochs=o.epochs, batch_words=o.batch_words, sub_steps=o.sub_steps,
+        alpha=o.alpha, min_alpha=o.min_alpha, seed=cfg.train.seed)
+    self.derive(cfg.train, "steps", self.batches.steps, f"objective.epochs={o.epochs} over the corpus")
+    self.tokens_per_step = o.batch_words * o.sub_steps  # effective (subsampled) centre words
     raw = sum(len(s) for s in sents)
-    self.facts = {"raw_words": raw, "vocab_words": int(len(ids)), "vocab_size": m.vocab_size,
+    self.facts = {"raw_words": raw, "vocab_words": int(len(ids)), "vocab_size": cfg.model.vocab_size,
                   "effective_words": self.batches.total_words, "sentences": len(sents)}
-    log(f"data: {len(sents):,} sentences, {raw:,} words, {len(ids):,} in a vocabulary of {m.vocab_size:,} "
-        f"(min_count {m.min_count}); {self.batches.total_words:,} effective words over {m.epochs} epochs "
-        f"after subsampling (sample {m.sample}) = train.steps {cfg.train.steps:,} of "
-        f"{m.sub_steps} x {m.batch_words} words")
+    log(f"data: {len(sents):,} sentences, {raw:,} words, {len(ids):,} in a vocabulary of {cfg.model.vocab_size:,} "
+        f"(min_count {o.min_count}); {self.batches.total_words:,} effective words over {o.epochs} epochs "
+        f"after subsampling (sample {o.sample}) = train.steps {cfg.train.steps:,} of "
+        f"{o.sub_steps} x {o.batch_words} words")
 
-  def build_model(self, rngs: nnx.Rngs, dtype=jnp.float32) -> nnx.Module:
-    return build_model(self.cfg, rngs, dtype)
+  def loss_fn(self, model, batch: dict, rng: jax.Array, train: bool):
+    return loss_fn(model, batch, rng, train, architecture=self.cfg.objective.architecture)
 
-  def optimizer(self, cfg: Config, total_steps: int) -> optax.GradientTransformation:
-    return optax.identity()  # SGD is applied inside make_train_step; no state to keep
+  def optimizer(self, total_steps: int) -> optax.GradientTransformation:
+    return optax.identity()  # SGD with the per-sub-step alpha the batch carries; no state to keep
 
-  make_train_step = staticmethod(make_train_step)
+  def make_train_step(self, graphdef, tx):
+    return make_train_step(graphdef, self.cfg.objective)
 
-  def step_flops(self, xla_flops: float) -> float:
+  def step_flops(self, graphdef, compiled, example: dict, state: dict) -> float:
+    from research.train.flops import compiled_flops
+
     # XLA counts the body of the sub-step scan once; nearly all of a step is that body.
-    return xla_flops * self.cfg.model.sub_steps
+    return compiled_flops(compiled) * self.cfg.objective.sub_steps
 
   def train_batch(self, step: int) -> dict:
     return self.batches.batch(step)
-
-  def eval_batches(self) -> list[dict]:
-    return []
-
-  def derived_metrics(self, metrics: dict) -> dict:
-    return {}
 
   def evaluate(self, model) -> dict:
     from research.evaluate.word_vectors import evaluate_vectors

@@ -73,3 +73,29 @@ def device_peak_flops(dtype: str, cache_file: Path | None = None) -> tuple[float
       cache_file.parent.mkdir(parents=True, exist_ok=True)
       cache_file.write_text(json.dumps(cached))
   return cached[key], f"measured {dtype} 2048^3 matmul on this machine ({cache_file or 'not cached'})"
+
+
+def train_step_flops(cfg, loss_fn, graphdef, compiled, example: dict, state: dict) -> float:
+  """FLOPs of one train step per device: the default of `Task.step_flops`.
+
+  XLA counts a loop body once, not once per iteration. A model whose forward scans (over
+  time, over layers) gives an analytic count for the whole batch as its module's
+  `train_flops(model_cfg, batch)` (its tests check it against XLA on an unrolled config);
+  otherwise XLA's count, with gradient accumulation's scan corrected here by the FLOPs of
+  the other micro-batches' gradients. A task whose own step scans overrides `step_flops`.
+  """
+  from flax import nnx
+
+  from research.models import model_module
+
+  module = model_module(cfg.model.name)
+  if hasattr(module, "train_flops"):
+    return module.train_flops(cfg.model, example) / jax.device_count()
+  flops = compiled_flops(compiled)
+  accum = cfg.train.grad_accum
+  if accum > 1:
+    micro = jax.tree.map(lambda x: x[: x.shape[0] // accum], example)
+    grad_of = jax.value_and_grad(
+        lambda params, b: loss_fn(nnx.merge(graphdef, params), b, jax.random.key(0), True), has_aux=True)
+    flops += (accum - 1) * compiled_flops(jax.jit(grad_of).lower(state["params"], micro).compile())
+  return flops

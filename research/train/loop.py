@@ -23,13 +23,13 @@ from flax import nnx
 
 from research import config as config_lib
 from research.config import Config, ConfigError
-from research.models import model_module
+from research.models import vjp
 from research.train import flops as flops_lib
 from research.train.checkpoint import Checkpointer
+from research.train.finetune import init_from_run
 from research.train.metrics import MetricWriter
-from research.train.optimizer import make_optimizer, schedule
 from research.train.sharding import batch_sharding, make_mesh, put_batch, state_shardings
-from research.train.step import init_state, make_eval_step, make_train_step
+from research.train.step import init_state, make_eval_step
 
 # Keys that may change when a run is resumed; any other difference is an error.
 RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
@@ -50,7 +50,8 @@ class Result:
 
 
 def load_task(cfg: Config, log=print):
-  return importlib.import_module(f"research.objectives.{cfg.objective}").Task(cfg, log=log)
+  """The objective's Task (research/objectives/<objective.name>.py; contract in base.py)."""
+  return importlib.import_module(f"research.objectives.{cfg.objective.name}").Task(cfg, log=log)
 
 
 def run_dir_for(cfg: Config) -> Path:
@@ -58,18 +59,10 @@ def run_dir_for(cfg: Config) -> Path:
   return Path(cfg.train.runs_dir) / cfg.experiment / name
 
 
-def _flat(d: dict, prefix="") -> dict:
-  out = {}
-  for k, v in d.items():
-    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-  return out
-
-
 def _check_resume(saved: Config, cfg: Config) -> None:
-  old, new = _flat(config_lib.to_dict(saved)), _flat(config_lib.to_dict(cfg))
+  old, new = config_lib.flat_dict(config_lib.to_dict(saved)), config_lib.flat_dict(config_lib.to_dict(cfg))
   changed = sorted(k for k in old.keys() | new.keys()
-                   if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
-                   and not (k == "model.vocab_size" and new.get(k) == 0))
+                   if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
   if changed:
     diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
     raise ConfigError(f"this run directory holds a run with a different config ({diffs}); "
@@ -110,29 +103,23 @@ class Prepared:
 def prepare(cfg: Config, task, mesh: jax.sharding.Mesh) -> Prepared:
   """Initialises nothing yet: shapes, shardings and the jitted functions.
 
-  Seams for objectives whose update is not "gradient of loss_fn, then AdamW" (e.g. Word2Vec's
-  sparse SGD that touches only the rows a batch uses): a task may define
-  `optimizer(cfg, total_steps) -> optax.GradientTransformation` and/or
-  `make_train_step(graphdef, tx, cfg) -> train_step(state, batch) -> (state, metrics)`,
-  a pure function over the same `{"step", "params", "opt"}` state (metrics must hold
-  "loss" and "grad_norm" for the NaN check). Everything else (sharding, checkpoints,
-  logging, preemption) stays the trainer's. Since XLA counts a loop body once, a model
-  module that scans defines `train_flops(model_cfg, batch)` (analytic, whole batch), and a
-  task whose step scans defines `step_flops(xla_flops) -> flops`.
+  The task supplies the optimizer and the pure train step (research/objectives/base.py:
+  by default AdamW and the gradient of its loss_fn; Word2Vec's sparse SGD overrides both).
+  Building the model here (abstractly) is also where a model that cannot be built fails,
+  before the run directory is written.
   """
   tc = cfg.train
   dtype = jnp.dtype(tc.compute_dtype)
-  tx = task.optimizer(cfg, tc.steps) if hasattr(task, "optimizer") else make_optimizer(cfg.optim, tc.steps)
-  build = lambda: task.build_model(nnx.Rngs(params=tc.seed), dtype)
-  graphdef, abstract_params = nnx.split(nnx.eval_shape(build), nnx.Param)
+  tx = task.optimizer(tc.steps)
+  build = lambda: task.build_model(cfg, nnx.Rngs(params=tc.seed), dtype)
+  try:
+    graphdef, abstract_params = nnx.split(nnx.eval_shape(build), nnx.Param)
+  except (ValueError, AssertionError) as e:  # a model setting no validate() caught
+    raise ConfigError(f"cannot build model {cfg.model.name!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
   abstract_state = jax.eval_shape(lambda p: init_state(p, tx), abstract_params)
   shardings = state_shardings(abstract_state, mesh)
   data_sharding = batch_sharding(mesh)
-  if hasattr(task, "make_train_step"):
-    train_step = task.make_train_step(graphdef, tx, cfg)
-  else:
-    train_step = make_train_step(graphdef, task.loss_fn, tx, seed=tc.seed, grad_accum=tc.grad_accum,
-                                 lr_schedule=schedule(cfg.optim, tc.steps))
+  train_step = task.make_train_step(graphdef, tx)
   step = jax.jit(
       train_step,
       in_shardings=(shardings, data_sharding), out_shardings=(shardings, None), donate_argnums=0)
@@ -148,26 +135,32 @@ def train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, 
           log=print) -> Result:
   """Trains `cfg` to `train.steps`, resuming from the run directory's latest checkpoint."""
   tc = cfg.train
-  # ---------------------------------------------------------------- run directory, task
+  # ---------------------------------------------------------------- task, mesh, model, step
+  # Everything that can fail on a bad setting (data, tokenizer, building the model) runs
+  # before the run directory is written, so a corrected command can reuse the run name.
   run_dir = Path(run_dir or run_dir_for(cfg))
   saved_config = run_dir / "config.json"
   task = task or load_task(cfg, log)
+  if tc.steps <= 0:
+    raise ConfigError(f"train.steps must be positive, got {tc.steps} (only an objective that derives it accepts 0)")
   if saved_config.exists():
     _check_resume(config_lib.load(saved_config), cfg)
+  vjp.set_cpu_tricks({"auto": None, "on": True, "off": False}[tc.cpu_tricks])
+  mesh = make_mesh(cfg.mesh, devices)
+  p = prepare(cfg, task, mesh)
+  graphdef, data_sharding = p.graphdef, p.data_sharding
+
   run_dir.mkdir(parents=True, exist_ok=True)
   config_lib.save(cfg, saved_config)  # after the task has filled in derived fields (vocab_size)
   task.save_artifacts(run_dir / "artifacts")
 
-  # ---------------------------------------------------------------- mesh, model, step
-  mesh = make_mesh(cfg.mesh, devices)
-  p = prepare(cfg, task, mesh)
-  loss_fn, graphdef, data_sharding = task.loss_fn, p.graphdef, p.data_sharding
-
-  # ---------------------------------------------------------------- init or restore
+  # ---------------------------------------------------------------- init, fine-tune or restore
   checkpointer = Checkpointer(run_dir / "checkpoints", keep=tc.keep_checkpoints, every=tc.checkpoint_every)
   start = checkpointer.latest_step()
   if start is None:
     state, start = p.init(), 0
+    if tc.init_from:
+      state = dict(state, params=init_from_run(tc.init_from, state["params"], tc.init_skip, log))
   else:
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           p.abstract_state, p.shardings)
@@ -179,29 +172,14 @@ def train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, 
   example = put_batch(task.train_batch(start), data_sharding)
   compiled = p.step.lower(state, example).compile()
   compile_seconds = time.perf_counter() - t
-  # XLA counts a loop body once, not once per iteration (see flops.py). A model that scans
-  # over time gives an analytic count for the whole batch (its tests check it against XLA
-  # on an unrolled config); a task whose step scans corrects XLA's count itself.
-  module = model_module(cfg.model.name)
-  if hasattr(module, "train_flops"):
-    step_flops = module.train_flops(cfg.model, example) / jax.device_count()
-  else:
-    step_flops = flops_lib.compiled_flops(compiled)
-    if hasattr(task, "step_flops"):
-      step_flops = task.step_flops(step_flops)
-    if tc.grad_accum > 1:  # the accumulation scan's body was counted once: add the other micro-batches
-      micro = jax.tree.map(lambda x: x[: x.shape[0] // tc.grad_accum], example)
-      grad_of = jax.value_and_grad(
-          lambda params, b: loss_fn(nnx.merge(graphdef, params), b, jax.random.key(0), True), has_aux=True)
-      step_flops += (tc.grad_accum - 1) * flops_lib.compiled_flops(
-          jax.jit(grad_of).lower(state["params"], micro).compile())
+  step_flops = task.step_flops(graphdef, compiled, example, state)
   peak, peak_source = flops_lib.device_peak_flops(tc.compute_dtype, Path.home() / ".cache/lineage/peak_flops.json")
   facts = {
       "experiment": cfg.experiment, "params": p.n_params, "devices": jax.device_count(),
       "device_kind": jax.devices()[0].device_kind, "mesh": dict(mesh.shape),
       "flops_per_step_per_device": step_flops, "peak_flops_per_device": peak, "peak_source": peak_source,
       "compile_seconds": round(compile_seconds, 2), "tokens_per_step": task.tokens_per_step,
-      "jax": jax.__version__, **getattr(task, "facts", {}),
+      "jax": jax.__version__, "derived": task.derived, **task.facts,
   }
   (run_dir / "run.json").write_text(json.dumps(facts, indent=2) + "\n")
   log(f"model: {p.n_params:,} parameters; mesh {dict(mesh.shape)}; step compiled in {compile_seconds:.1f}s, "
@@ -212,14 +190,13 @@ def train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, 
 
   def evaluate(params) -> dict:
     """Mean of the loss metrics over the validation batches, plus the task's own evaluation
-    (`task.evaluate(model) -> dict`, e.g. BLEU or analogy accuracy) if it has one."""
+    (`task.evaluate(model) -> dict`, e.g. BLEU or analogy accuracy)."""
     out = {}
     if eval_data:
       rows = [jax.device_get(p.eval(params, b)) for b in eval_data]
       mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
       out.update(mean, **task.derived_metrics(mean))
-    if hasattr(task, "evaluate"):
-      out.update(task.evaluate(nnx.merge(graphdef, params)))
+    out.update(task.evaluate(nnx.merge(graphdef, params)))
     return out
 
   # ---------------------------------------------------------------- the loop

@@ -1,0 +1,97 @@
+"""Fine-tuning: a new run's parameters taken from another run's checkpoint (`train.init_from`).
+
+The new run starts at step 0 with a fresh optimizer. Every parameter of the new model is
+loaded from the source run's latest checkpoint by its path (e.g. `encoder/layers/0/attn/qkv/kernel`),
+except those matching a `train.init_skip` pattern (fnmatch), which keep their fresh
+initialisation: the heads a fine-tuning objective adds. Source parameters the new model
+does not have (a pretraining head) are left behind. A path the source lacks, or a shape
+that differs, is a `ConfigError` naming the first such path and both shapes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from research.config import ConfigError
+
+
+def _path(keys) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in keys)
+
+
+def _source_shapes(checkpoints: Path) -> tuple[int, dict[str, tuple]]:
+  manager = ocp.CheckpointManager(checkpoints.absolute(), item_handlers=ocp.StandardCheckpointHandler(),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  step = manager.latest_step()
+  if step is None:
+    raise ConfigError(f"train.init_from: no checkpoint in {checkpoints}")
+  tree = manager.item_metadata(step)["params"]
+  manager.close()
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  # Checkpointed nnx Variables end in a "value" key: drop it, so paths read as parameter names.
+  return step, {_path(p[:-1] if _path(p[-1:]) == "value" else p): tuple(meta.shape) for p, meta in flat}
+
+
+def init_from_run(run_dir: str | Path, params: nnx.State, skip: str = "", log=print) -> nnx.State:
+  """`params` (initialised, sharded) with every non-skipped leaf replaced by the source run's."""
+  run_dir = Path(run_dir)
+  step, source = _source_shapes(run_dir / "checkpoints")
+  patterns = [p.strip() for p in skip.split(",") if p.strip()]
+  flat, treedef = jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  load, kept = {}, []
+  for keys, variable in flat:
+    name, shape = _path(keys), tuple(variable.get_value().shape)
+    if any(fnmatch.fnmatchcase(name, p) for p in patterns):
+      kept.append(name)
+      continue
+    if name not in source:
+      raise ConfigError(f"train.init_from={str(run_dir)!r} has no parameter {name!r} (shape {shape}); "
+                        f"add it to train.init_skip if it is a new head")
+    if source[name] != shape:
+      raise ConfigError(f"train.init_from={str(run_dir)!r}: parameter {name!r} has shape {source[name]} there "
+                        f"but {shape} here; the model settings differ")
+    load[name] = variable
+  unused = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in kept)]
+  if unused:
+    raise ConfigError(f"train.init_skip pattern(s) {', '.join(map(repr, unused))} match no parameter of this model")
+
+  # Restore exactly the loaded leaves, each straight into its parameter's sharding.
+  def nest(names_to_value):
+    tree: dict = {}
+    for name, value in names_to_value.items():
+      node = tree
+      *parents, last = name.split("/")
+      for part in parents:
+        node = node.setdefault(part, {})
+      node[last] = {"value": value}
+    return tree
+
+  abstract = nest({n: jax.ShapeDtypeStruct(v.get_value().shape, v.get_value().dtype, sharding=v.get_value().sharding)
+                   for n, v in load.items()})
+  manager = ocp.CheckpointManager((run_dir / "checkpoints").absolute(),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), {"params": abstract})
+  restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+      item={"params": abstract}, restore_args=restore_args, partial_restore=True))["params"]
+  manager.close()
+
+  def put(keys, variable):
+    name = _path(keys)
+    if name not in load:
+      return variable
+    node = restored
+    for part in name.split("/"):
+      node = node[part]
+    return variable.replace(value=node["value"])
+
+  new = jax.tree_util.tree_map_with_path(put, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  left = len(set(source) - set(load))
+  log(f"fine-tuning from {run_dir} (step {step}): {len(load)} parameters loaded"
+      + (f", {len(kept)} fresh ({', '.join(kept[:4])}{', ...' if len(kept) > 4 else ''})" if kept else "")
+      + (f", {left} of the source not used" if left else ""))
+  return new
