@@ -31,7 +31,7 @@ def test_bad_model_value_exits_2_with_one_line_and_leaves_no_run_directory(tmp_p
   assert not runs.exists()
   # The corrected command with the same run name then runs (tiny, two steps).
   tiny = ["model.n_embd=16", "model.n_hidden=16", "model.max_src_len=12", "model.max_tgt_len=12",
-          "tokenizer.vocab_size=120", "train.steps=2", "train.batch_size=8", "train.eval_every=2",
+          "tokenizer.vocab_size=400", "train.steps=2", "train.batch_size=8", "train.eval_every=2",
           "train.eval_batches=1", f"data.cache_dir={tmp_path / 'cache'}"]
   assert main([a.replace("bahdanau", "additive") for a in args] + tiny) == 0
   assert (runs / "seq2seq_attention" / "x" / "config.json").is_file()
