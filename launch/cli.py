@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
   from research.config import ConfigError
   from research.data.text import DataError
   from research.tokenizers import TokenizerError
+  from research.train.checkpoint import CheckpointError
   from research.train.loop import NonFiniteError
 
   try:
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
   except (ConfigError, DataError, TokenizerError) as e:
     print(f"lineage {args.command}: error: {e}", file=sys.stderr)
     return 2
-  except (NonFiniteError, FileNotFoundError) as e:
+  except (NonFiniteError, FileNotFoundError, CheckpointError) as e:
     print(f"lineage {args.command}: error: {e}", file=sys.stderr)
     return 1
 

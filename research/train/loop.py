@@ -171,7 +171,7 @@ def train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, 
   else:
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           p.abstract_state, p.shardings)
-    state = checkpointer.restore(target, start)
+    state, start = checkpointer.restore_newest_readable(target, log=log)  # falls back past damaged ones
     log(f"resumed from the checkpoint at step {start}")
 
   # ---------------------------------------------------------------- compile, count FLOPs
