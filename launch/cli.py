@@ -100,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
   from research.data.text import DataError
   from research.tokenizers import TokenizerError
   from research.train.checkpoint import CheckpointError
+  from research.train.lock import RunLockedError
   from research.train.loop import NonFiniteError
 
   try:
     return args.run(args)
-  except (ConfigError, DataError, TokenizerError) as e:
+  except (ConfigError, DataError, TokenizerError, RunLockedError) as e:
     print(f"lineage {args.command}: error: {e}", file=sys.stderr)
     return 2
   except (NonFiniteError, FileNotFoundError, CheckpointError) as e:

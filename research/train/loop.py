@@ -26,6 +26,7 @@ from research.config import Config, ConfigError
 from research.models import model_module
 from research.train import flops as flops_lib
 from research.train.checkpoint import Checkpointer
+from research.train.lock import RunLock
 from research.train.metrics import MetricWriter
 from research.train.optimizer import make_optimizer, schedule
 from research.train.sharding import batch_sharding, make_mesh, put_batch, state_shardings
@@ -146,7 +147,18 @@ def prepare(cfg: Config, task, mesh: jax.sharding.Mesh) -> Prepared:
 
 def train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, on_step=None,
           log=print) -> Result:
-  """Trains `cfg` to `train.steps`, resuming from the run directory's latest checkpoint."""
+  """Trains `cfg` to `train.steps`, resuming from the run directory's latest checkpoint.
+
+  One live process per run directory: its lock (lock.py) is taken before anything is
+  written there and released however training ends (done, preempted, an exception).
+  """
+  run_dir = Path(run_dir or run_dir_for(cfg))
+  with RunLock(run_dir, primary=jax.process_index() == 0, log=log):
+    return _train(cfg, task=task, run_dir=run_dir, devices=devices, on_step=on_step, log=log)
+
+
+def _train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, on_step=None,
+           log=print) -> Result:
   tc = cfg.train
   # ---------------------------------------------------------------- run directory, task
   run_dir = Path(run_dir or run_dir_for(cfg))
