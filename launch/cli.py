@@ -100,14 +100,16 @@ def main(argv: list[str] | None = None) -> int:
   from research.data.text import DataError
   from research.run import RunError
   from research.tokenizers import TokenizerError
+  from research.train.checkpoint import CheckpointError
+  from research.train.lock import RunLockedError
   from research.train.loop import NonFiniteError
 
   try:
     return args.run(args)
-  except (ConfigError, DataError, TokenizerError, RunError) as e:
+  except (ConfigError, DataError, TokenizerError, RunError, RunLockedError) as e:
     print(f"lineage {args.command}: error: {e}", file=sys.stderr)
     return 2
-  except (NonFiniteError, FileNotFoundError) as e:
+  except (NonFiniteError, FileNotFoundError, CheckpointError) as e:
     print(f"lineage {args.command}: error: {e}", file=sys.stderr)
     return 1
 
