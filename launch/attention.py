@@ -70,8 +70,8 @@ def plot_attention(weights, src_pieces: list[str], tgt_pieces: list[str], path: 
 def _attention(args) -> int:
   import numpy as np
 
-  from research.evaluate.bleu import _until_eos
-  from research.models.seq2seq import translate
+  from research.decode import translate
+  from research.evaluate.bleu import until_eos
 
   cfg, model, src_tok, tgt_tok, step = load_run(Path(args.run_dir))
   if getattr(model, "attention", None) is None:
@@ -80,7 +80,7 @@ def _attention(args) -> int:
     return 2
   src_ids = src_tok.encode(args.src)[:cfg.model.max_src_len]
   tokens = np.asarray(translate(model, np.asarray([src_ids]), beam_size=args.beam))[0].tolist()
-  tgt_ids = _until_eos(tokens, tgt_tok.eos_id)
+  tgt_ids = until_eos(tokens, tgt_tok.eos_id)
   weights = attention_map(model, src_ids, tgt_ids)
   out = Path(args.out) if args.out else Path(args.run_dir) / "artifacts" / "attention.png"
   translation = tgt_tok.decode(tgt_ids)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from research import decode
 from research.config import Config
 from research.data import translation as data
 from research.data.text import cache_dir
@@ -26,17 +27,27 @@ from research.models import build_model
 from research.tokenizers import PAD_ID, load_tokenizer, train_or_load
 
 
-def loss_fn(model, batch: dict, rng: jax.Array, train: bool):
-  logits = model(batch["src"], batch["tgt_in"], deterministic=not train, rngs=nnx.Rngs(dropout=rng),
-                 sampling_rng=jax.random.fold_in(rng, 1) if train else None)
-  targets = batch["tgt_out"]
-  mask = (targets != PAD_ID).astype(jnp.float32)
-  n = jnp.maximum(mask.sum(), 1.0)
-  loss = (optax.softmax_cross_entropy_with_integer_labels(logits, targets) * mask).sum() / n
-  # The target's logit is the largest (argmax == target but for exact ties; far cheaper on CPU).
-  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  accuracy = ((target_logit >= logits.max(-1)) * mask).sum() / n
-  return loss, {"accuracy": accuracy}
+def make_loss_fn(sampling_ratio: float = 0.0):
+  """The pure `loss_fn(model, batch, rng, train)`; in training, with `sampling_ratio` > 0, each
+  decoder input after bos is the model's own previous prediction with that probability
+  (scheduled sampling, Bengio et al. 2015) instead of the gold token."""
+
+  def loss_fn(model, batch: dict, rng: jax.Array, train: bool):
+    if train and sampling_ratio > 0:
+      logits = decode.scheduled_sampling_logits(model, batch["src"], batch["tgt_in"], sampling_ratio,
+                                                jax.random.fold_in(rng, 1))
+    else:
+      logits = model(batch["src"], batch["tgt_in"], deterministic=not train, rngs=nnx.Rngs(dropout=rng))
+    targets = batch["tgt_out"]
+    mask = (targets != PAD_ID).astype(jnp.float32)
+    n = jnp.maximum(mask.sum(), 1.0)
+    loss = (optax.softmax_cross_entropy_with_integer_labels(logits, targets) * mask).sum() / n
+    # The target's logit is the largest (argmax == target but for exact ties; far cheaper on CPU).
+    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    accuracy = ((target_logit >= logits.max(-1)) * mask).sum() / n
+    return loss, {"accuracy": accuracy}
+
+  return loss_fn
 
 
 def derived_metrics(metrics: dict) -> dict:
@@ -64,11 +75,11 @@ def load_tokenizers(run_dir: Path):
 class Task:
   """Sentence pairs -> tokenizers -> fixed-shape padded batches -> an encoder-decoder."""
 
-  loss_fn = staticmethod(loss_fn)
   derived_metrics = staticmethod(derived_metrics)
 
   def __init__(self, cfg: Config, log=print):
     self.cfg, m = cfg, cfg.model
+    self.loss_fn = make_loss_fn(sampling_ratio=0.0)  # teacher forcing
     self.splits = data.load_pairs(cfg.data)
     self.src_tok, self.tgt_tok = tokenizers(cfg, self.splits["train"], cache_dir(cfg.data))
     m.src_vocab_size = m.src_vocab_size or self.src_tok.vocab_size
