@@ -42,7 +42,8 @@ class EncoderDecoder(Protocol):
   """What `translate`, `scheduled_sampling_logits` and `lineage bleu` need of a model.
 
   `decode_start(encode(src))` followed by `decode_step` on bos + y_<t must give the same
-  logits as the model's teacher-forced pass `model(src, tgt_in)`.
+  logits as the model's teacher-forced pass `model(src, tgt_in)`. For `lineage attention` a
+  model may also offer `cross_attention(src, tgt_in) -> [B, layers, heads, T, S]`.
   """
 
   max_src_len: int  # sources are padded (or cut) to this many tokens

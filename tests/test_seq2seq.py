@@ -114,3 +114,16 @@ def test_scheduled_sampling_trains_and_differs_from_teacher_forcing():
     n = list(g).index(EOS_ID) + 1 if EOS_ID in g else len(g)
     np.testing.assert_array_equal(row[:n], g[:n])
 
+
+def test_attention_plot_has_a_panel_per_layer_and_head(tmp_path):
+  from launch.attention import plot_attention
+
+  def size(layers, heads):  # (width, height) in pixels, from the PNG header
+    weights = np.random.default_rng(0).dirichlet(np.ones(5), (layers, heads, 4))  # [layers, heads, T, S]
+    plot_attention(weights, list("abcde"), list("wxyz"), tmp_path / "a.png", "test")
+    png = (tmp_path / "a.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+  (w1, h1), (w6, h6) = size(1, 1), size(2, 3)
+  assert w6 == pytest.approx(3 * w1, abs=2) and h6 > 1.8 * h1  # 3 heads across, 2 layers down

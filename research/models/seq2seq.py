@@ -165,6 +165,14 @@ class Seq2Seq(nnx.Module):
     logits, weights = self.output(h, memory, deterministic=deterministic, rngs=rngs)
     return (logits, weights) if return_attention else logits
 
+  def cross_attention(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array | None:
+    """Weights [B, layers, heads, T, S] of the teacher-forced pass (`lineage attention`):
+    one layer, one head here; None without attention."""
+    if self.attention is None:
+      return None
+    _, weights = self(src, tgt_in, return_attention=True)
+    return weights[:, None, None]
+
 
 def build(cfg: Config, *, rngs: nnx.Rngs, dtype=jnp.float32) -> Seq2Seq:
   return Seq2Seq(cfg, rngs=rngs, dtype=dtype)
