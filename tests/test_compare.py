@@ -125,3 +125,37 @@ def test_compare_by_flops_places_an_lstm_and_a_gpt_run_by_their_flops(tmp_path, 
       np.testing.assert_allclose(line.get_xdata(), np.array([2, 4]) * flops)
       per_step.append(flops)
   assert per_step[0] != per_step[1]  # the two architectures cost differently per step
+
+
+def test_runs_lists_status_steps_and_last_eval(tmp_path, capsys):
+  import os
+  import socket
+  import subprocess
+
+  def run(name, logged, checkpoints, lock=None):
+    directory = make_run(tmp_path, name, 1e-3, [4.0 - i / 10 for i in range(logged // 10)])
+    config_lib.save(load_experiment("experiments/gpt_wiki", ["train.steps=30"]), directory / "config.json")
+    for step in checkpoints:
+      (directory / "checkpoints" / step).mkdir(parents=True)
+    if lock:
+      (directory / "lock").write_text(json.dumps(lock))
+
+  gone = subprocess.Popen(["true"])
+  gone.wait()  # a pid that no longer runs: its lock is stale
+  here = socket.gethostname()
+  run("done", 30, ["20", "30"])
+  run("preempted", 20, ["20", "25"])  # stopped at 25 on SIGTERM: saved past its last row
+  run("failed", 20, ["10", "20.orbax-checkpoint-tmp-1"])  # trained past its last finished checkpoint
+  run("running", 10, ["10"], lock={"host": here, "pid": os.getpid(), "start": 0})
+  run("stale", 20, ["20"], lock={"host": here, "pid": gone.pid, "start": 0})
+  run("elsewhere", 10, [], lock={"host": "tpu-worker-0", "pid": 1, "start": 0})
+
+  assert main(["runs", str(tmp_path)]) == 0
+  rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+  assert rows["gpt_wiki/done"][1:5] == ["done", "30/30", "30", "eval/loss"] and rows["gpt_wiki/done"][5:7] == ["3.8", "@30"]
+  assert rows["gpt_wiki/preempted"][1:4] == ["preempted", "25/30", "25"]
+  assert rows["gpt_wiki/failed"][1:4] == ["failed", "20/30", "10"]
+  assert rows["gpt_wiki/running"][1] == "running" and rows["gpt_wiki/running"][-1] == f"{here}:{os.getpid()}"
+  assert rows["gpt_wiki/stale"][1] == "preempted"
+  assert rows["gpt_wiki/elsewhere"][1:3] == ["running", "10/30"]  # cannot be checked from here
+  assert main(["runs", str(tmp_path / "nothing")]) == 2
