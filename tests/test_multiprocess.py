@@ -11,6 +11,7 @@ This file is also the worker: `python tests/test_multiprocess.py ID PORT RUN_DIR
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -29,12 +30,15 @@ TEXT = "".join(f"the {a} {b} sat on the {c} mat.\n" for a in ("cat", "dog", "owl
 
 
 def tiny_config(corpus: Path, cache: Path):
-  from research.config import Config, DataConfig, OptimConfig, TokenizerConfig, TrainConfig
+  from research.config import Config, DataConfig, MeshConfig, OptimConfig, TokenizerConfig, TrainConfig
   from research.models import gpt
 
   return Config(
       experiment="tiny", objective="lm",
       model=gpt.Config(block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.1),
+      # fsdp spans the two processes (each holds half of every embed-sharded parameter and feeds
+      # half the batch); tensor spans each one's 4 devices.
+      mesh=MeshConfig(data=1, fsdp=2, tensor=4),
       data=DataConfig(path=str(corpus), cache_dir=str(cache)),
       tokenizer=TokenizerConfig(kind="char"),
       optim=OptimConfig(lr=3e-3, warmup_steps=2),
@@ -65,10 +69,19 @@ def worker(process_id: int, port: int, run_dir: Path, corpus: Path, out: Path, s
     time.sleep(1.0)
   cfg = tiny_config(corpus, run_dir.parent / "cache")
   result = loop.train(cfg, run_dir=run_dir, on_step=preempt if sigterm_at >= 0 else None, log=lambda *_: None)
+  held = min(held_fraction(x) for x in jax.tree.leaves(result.state["params"]))
   params = multihost_utils.process_allgather(result.state["params"], tiled=True)
   leaves = {str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(params))}
   np.savez(out / f"params{process_id}.npz", **leaves)
-  (out / f"result{process_id}.json").write_text(json.dumps({"status": result.status, "step": result.step}))
+  (out / f"result{process_id}.json").write_text(json.dumps({"status": result.status, "step": result.step,
+                                                            "held": held}))
+
+
+def held_fraction(x) -> float:
+  """The fraction of a global array's elements on this process's devices: < 1 when it is split."""
+  blocks = {tuple((s.start or 0, dim if s.stop is None else s.stop) for s, dim in zip(shard.index, x.shape))
+            for shard in x.addressable_shards}
+  return sum(math.prod(b - a for a, b in block) for block in blocks) / x.size
 
 
 if __name__ == "__main__":
@@ -137,9 +150,10 @@ def test_two_processes_train_stop_and_resume_as_one(tmp_path):
   run_dir = tmp_path / "pair"
   first = run_pair(run_dir, corpus, tmp_path / "first", sigterm_at=SIGTERM_AT)
   assert first[0] == first[1] and first[0]["status"] == "preempted"  # both stopped, at the same step
+  assert first[0]["held"] == 0.5  # some parameters are split between the processes, and so is their checkpoint
   assert SIGTERM_AT <= first[0]["step"] < STEPS
   second = run_pair(run_dir, corpus, tmp_path / "second")
-  assert second == [{"status": "done", "step": STEPS}] * 2
+  assert [(r["status"], r["step"]) for r in second] == [("done", STEPS)] * 2
 
   stopped = first[0]["step"]
   # One sharded checkpoint per save, written by both: the preemption's and the final one.
