@@ -226,6 +226,7 @@ def _run(args) -> int:
     print("\nconfig differences:")
     print(table([[k] + v for k, v in diffs.items()], ["key"] + [r.name for r in runs]))
   if args.plot:
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     plot(runs, args.plot.split(","), args.x, Path(args.out))
     print(f"\n{args.plot} against {AXES[args.x]}: {args.out}")
   return 0
