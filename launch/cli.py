@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 
-EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare", "launch.neighbors", "launch.attention", "launch.bleu")
+EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare", "launch.runs", "launch.neighbors", "launch.attention", "launch.bleu",
+                                  "launch.tpu")
 
 
 def _train(args) -> int:

@@ -77,7 +77,11 @@ class _StopSignal:
     self.received = None
 
   def __enter__(self):
-    self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    # On many hosts SIGTERM stays with jax's preemption notifier, which a Python handler would
+    # replace: the host that got it would stop alone and the others wait in the next collective.
+    # Checkpointer.reached_preemption then stops every host at the same step.
+    signals = (signal.SIGINT,) if jax.process_count() > 1 else (signal.SIGTERM, signal.SIGINT)
+    self.previous = {s: signal.signal(s, self._handle) for s in signals}
     return self
 
   def _handle(self, signum, frame):
