@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from research.config import flat_dict
+
 AXES = {
     "step": "step",
     "tokens": "training tokens",
@@ -139,16 +141,9 @@ def final_and_best(run: Run, metric: str) -> tuple[float | None, float | None]:
   return values[-1], best(values)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-  return out
-
-
 def config_differences(run_dirs: list[Path]) -> dict[str, list]:
   """Config keys whose values differ between the runs, with each run's value."""
-  configs = [_flat(json.loads((r / "config.json").read_text())) for r in run_dirs]
+  configs = [flat_dict(json.loads((r / "config.json").read_text())) for r in run_dirs]
   keys = sorted(set().union(*configs))
   return {k: [c.get(k) for c in configs] for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1}
 
