@@ -65,8 +65,6 @@ def worker(process_id: int, port: int, run_dir: Path, corpus: Path, out: Path, s
     if step >= sigterm_at:
       time.sleep(SLOW_STEP_SECONDS)
 
-  if process_id == 1:  # every process writes config.json: let process 0's write finish before 1 reads it
-    time.sleep(1.0)
   cfg = tiny_config(corpus, run_dir.parent / "cache")
   result = loop.train(cfg, run_dir=run_dir, on_step=preempt if sigterm_at >= 0 else None, log=lambda *_: None)
   held = min(held_fraction(x) for x in jax.tree.leaves(result.state["params"]))

@@ -166,9 +166,11 @@ def _train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None,
   p = prepare(cfg, task, mesh)
   graphdef, data_sharding = p.graphdef, p.data_sharding
 
+  primary = jax.process_index() == 0  # on many hosts, one writes the run directory's files
   run_dir.mkdir(parents=True, exist_ok=True)
-  config_lib.save(cfg, saved_config)  # after the task has filled in derived fields (vocab_size)
-  task.save_artifacts(run_dir / "artifacts")
+  if primary:
+    config_lib.save(cfg, saved_config)  # after the task has filled in derived fields (vocab_size)
+    task.save_artifacts(run_dir / "artifacts")
 
   # ---------------------------------------------------------------- init, fine-tune or restore
   checkpointer = Checkpointer(run_dir / "checkpoints", keep=tc.keep_checkpoints, every=tc.checkpoint_every)
@@ -197,7 +199,8 @@ def _train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None,
       "compile_seconds": round(compile_seconds, 2), "tokens_per_step": task.tokens_per_step,
       "jax": jax.__version__, "derived": task.derived, **task.facts,
   }
-  (run_dir / "run.json").write_text(json.dumps(facts, indent=2) + "\n")
+  if primary:
+    (run_dir / "run.json").write_text(json.dumps(facts, indent=2) + "\n")
   log(f"model: {p.n_params:,} parameters; mesh {dict(mesh.shape)}; step compiled in {compile_seconds:.1f}s, "
       f"{step_flops / 1e9:.2f} GFLOP per device; peak {peak / 1e9:.0f} GFLOP/s ({peak_source})")
 
@@ -216,7 +219,7 @@ def _train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None,
     return out
 
   # ---------------------------------------------------------------- the loop
-  writer = MetricWriter(run_dir, total_steps=tc.steps, start_step=start, progress=tc.progress)
+  writer = MetricWriter(run_dir, total_steps=tc.steps, start_step=start, progress=tc.progress, primary=primary)
   log = writer.print if tc.progress else log
   window: list[dict] = []  # fetched train metrics since the last log line
   last_eval: dict = {}
