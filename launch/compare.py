@@ -76,6 +76,10 @@ def _run(args) -> int:
     print(f"lineage compare: error: not run directories (no config.json): {', '.join(missing)}", file=sys.stderr)
     return 2
   summaries = [summarize(r) for r in run_dirs]
+  problem = unlogged_metric(args, summaries)
+  if problem:
+    print(f"lineage compare: error: {problem}", file=sys.stderr)
+    return 2
   metrics = args.metrics.split(",")
   print(table([[f"{r.parent.name}/{r.name}"] + [s.get(m) for m in metrics] for r, s in zip(run_dirs, summaries)],
               ["run"] + metrics))
@@ -89,10 +93,26 @@ def _run(args) -> int:
   return 0
 
 
+def unlogged_metric(args, summaries: list[dict]) -> str | None:
+  """A metric named in --plot or --metrics that no run logged, or None. The default --metrics
+  are not checked: each objective logs only some of them."""
+  logged = {k for s in summaries for k, v in s.items() if v is not None}
+  asked = [("--plot", args.plot)] if args.plot else []
+  if args.metrics != DEFAULT_METRICS:
+    asked += [("--metrics", m) for m in args.metrics.split(",")]
+  for flag, metric in asked:
+    if metric not in logged:
+      return f"{flag}: no run logged {metric!r}; they logged {', '.join(sorted(logged)) or 'nothing yet'}"
+  return None
+
+
+DEFAULT_METRICS = "step,params,train/loss,eval/loss,eval/perplexity,perf/tokens_per_second,perf/mfu"
+
+
 def register(commands) -> None:
   p = commands.add_parser("compare", help="compare runs: final metrics, config differences, a plot")
   p.add_argument("runs", nargs="+", help="run directories")
-  p.add_argument("--metrics", default="step,params,train/loss,eval/loss,eval/perplexity,perf/tokens_per_second,perf/mfu",
+  p.add_argument("--metrics", default=DEFAULT_METRICS,
                  help="comma list of metric names for the table (last logged value of each)")
   p.add_argument("--plot", help="a metric to plot against step, e.g. eval/loss")
   p.add_argument("--out", default="compare.png", help="where the plot goes")
