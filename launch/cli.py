@@ -46,7 +46,9 @@ def _sample(args) -> int:
   run = load_run(args.run_dir, ("lm",), "lineage sample")
   run_dir, cfg, model, step = run.dir, run.cfg, run.model, run.step
   tokenizer = load_tokenizer(run.artifacts / "tokenizer")
-  ids = [tokenizer.bos_id] + tokenizer.encode(args.prompt) if args.prompt else [tokenizer.eos_id]
+  # Start after eos, the document boundary the model saw in training (research/data/lm.py puts
+  # eos after every document; it never saw bos). An empty prompt samples a document from scratch.
+  ids = [tokenizer.eos_id] + tokenizer.encode(args.prompt)
   block = cfg.model.block_size
   problem = prompt_problem(args.prompt, len(ids), block)
   if problem:
@@ -66,7 +68,7 @@ def _sample(args) -> int:
 def prompt_problem(prompt: str, n_ids: int, block: int) -> str | None:
   """What is wrong with a prompt of `n_ids` tokens (the start token included), or None."""
   if prompt and n_ids == 1:
-    return f"--prompt {prompt!r} encodes to no token: give some text, or leave --prompt out to sample from nothing"
+    return f"--prompt {prompt!r} encodes to no token: give some text, or leave --prompt out to sample from scratch"
   if n_ids >= block:
     return (f"--prompt is {n_ids - 1} tokens, too long for the model's context of {block} "
             f"(model.block_size): give at most {block - 2}, to leave room for a new token")
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
   p = commands.add_parser("sample", help="generate text from a trained language model")
   p.add_argument("run_dir", help="a run directory made by `lineage train`")
   p.add_argument("--prompt", default="",
-                 help='text to continue; "" (the default) samples from nothing, as after a document\'s end')
+                 help='text to continue, as the start of a document; "" (the default) samples a document from scratch')
   p.add_argument("--max-new-tokens", type=positive_int, default=200,
                  help="tokens to generate (fewer if the model's context fills up first)")
   p.add_argument("--temperature", type=nonnegative_float, default=0.8, help="0 = greedy")
