@@ -200,6 +200,10 @@ def _run(args) -> int:
     print(f"lineage compare: error: not run directories (no config.json): {', '.join(missing)}", file=sys.stderr)
     return 2
   runs = [read_run(r) for r in run_dirs]
+  problem = unlogged_metric(args, runs)
+  if problem:
+    print(f"lineage compare: error: {problem}", file=sys.stderr)
+    return 2
   for name in _missing_facts(runs, args.x):
     print(f"lineage compare: note: {name} has no run.json (or no perf/step_seconds) to place it by {args.x}; "
           "it is left out of the plot and --at", file=sys.stderr)
@@ -225,6 +229,19 @@ def _run(args) -> int:
     plot(runs, args.plot.split(","), args.x, Path(args.out))
     print(f"\n{args.plot} against {AXES[args.x]}: {args.out}")
   return 0
+
+
+def unlogged_metric(args, runs) -> str | None:
+  """A metric named in --plot, --metrics or --at-metric that no run logged, or None."""
+  logged = {"step"} | {k for r in runs for k in r.series}
+  asked = [("--plot", m) for m in (args.plot or "").split(",") if m]
+  asked += [("--metrics", m) for m in (args.metrics or "").split(",") if m]
+  if args.at:
+    asked.append(("--at-metric", args.at_metric))
+  for flag, metric in asked:
+    if metric not in logged:
+      return f"{flag}: no run logged {metric!r}; they logged {', '.join(sorted(logged)) or 'nothing yet'}"
+  return None
 
 
 def register(commands) -> None:
