@@ -76,9 +76,17 @@ def prompt_problem(prompt: str, n_ids: int, block: int) -> str | None:
   return None
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse with one-line errors: `lineage CMD: error: ...` and exit 2, no usage block
+  (`--help` still prints it), like every other error of the commands."""
+
+  def error(self, message: str):
+    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="lineage", description=__doc__.split("\n\n")[0])
-  commands = parser.add_subparsers(dest="command", required=True)
+  parser = _Parser(prog="lineage", description=__doc__.split("\n\n")[0])
+  commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
   p = commands.add_parser("train", help="train an experiment (resumes if the run directory has checkpoints)")
   p.add_argument("experiment", help="an experiment directory holding config.py, e.g. experiments/gpt_wiki")
