@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from research.models import vjp
 
 
@@ -47,5 +46,5 @@ def test_layer_norm():
 
 @pytest.mark.parametrize("T", [1, 9])
 def test_causal_attention(T):
-  check_same_gradients(vjp.causal_attention, plain_attention, randn(5, 2, 3, T, 8), randn(6, 2, 3, T, 8),
-                       randn(7, 2, 3, T, 8))
+  check_same_gradients(lambda q, k, v: vjp.attention(q, k, v, causal=True), plain_attention,
+                       randn(5, 2, 3, T, 8), randn(6, 2, 3, T, 8), randn(7, 2, 3, T, 8))
