@@ -27,7 +27,10 @@ class Dense(nnx.Module):
 
   `store_transposed` keeps W as (output, input): for a wide-input layer (4C -> C) that is
   the [narrow, wide] layout whose weight gradient XLA:CPU computes without a slow
-  transpose of the wide activation (see vjp.py). Narrow-input layers use `vjp.matmul`.
+  transpose of the wide activation (see vjp.py). The layout is fixed at construction,
+  whatever the backend, so checkpoints are portable; on TPU/GPU an (out, in) kernel is
+  neutral, as XLA picks the layouts itself. Narrow-input layers use `vjp.matmul` while
+  `vjp.cpu_tricks()` holds (on CPU by default), else a plain x @ W.
   """
 
   def __init__(self, d_in: int, d_out: int, axes: Axes, *, bias: bool, rngs: nnx.Rngs,
@@ -41,8 +44,10 @@ class Dense(nnx.Module):
     x, w = x.astype(self.dtype), self.kernel[...].astype(self.dtype)
     if self.store_transposed:
       y = jnp.einsum("...i,oi->...o", x, w)
+    elif self.narrow_input and vjp.cpu_tricks():
+      y = vjp.matmul(x, w)
     else:
-      y = vjp.matmul(x, w) if self.narrow_input else x @ w
+      y = x @ w
     return y + self.bias[...].astype(self.dtype) if self.bias is not None else y
 
 

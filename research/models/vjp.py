@@ -12,7 +12,8 @@ than one whose last dim is narrow (C). So:
   - `layer_norm` and `attention` (any boolean mask, causal or not): backward passes written
     out (a few fused passes).
 Each equals autodiff of the plain formula to float tolerance (tests/test_vjp.py,
-tests/test_attention.py).
+tests/test_attention.py). The matmul trick answers an XLA:CPU layout choice, so it is
+switchable (`set_cpu_tricks`); the others are just fewer passes and stay on everywhere.
 """
 
 from __future__ import annotations
@@ -22,6 +23,27 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+
+
+# ------------------------------------------------------------------------ the CPU switch
+
+_cpu_tricks: bool | None = None
+
+
+def set_cpu_tricks(on: bool | None) -> None:
+  """Turns the XLA:CPU compute tricks (`matmul` in layers.Dense) on, off, or None = automatic.
+
+  Read when a function is traced: set it before jit compiles a step. It changes only how
+  the gradient is computed, never the parameters: layers.Dense keeps its storage layout
+  either way, so shapes and checkpoints do not depend on the backend.
+  """
+  global _cpu_tricks
+  _cpu_tricks = on
+
+
+def cpu_tricks() -> bool:
+  """Whether to use the tricks now: the setting, or automatically on the CPU backend only."""
+  return jax.default_backend() == "cpu" if _cpu_tricks is None else _cpu_tricks
 
 
 # ------------------------------------------------------------------------ matmul
