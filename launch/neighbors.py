@@ -18,24 +18,13 @@ from pathlib import Path
 def load_vectors(run_dir: Path):
   """(vectors [V, D] as numpy, words most frequent first, checkpoint step) of a Word2Vec run."""
   import numpy as np
-  from flax import nnx
 
-  from research import config as config_lib
-  from research.config import ConfigError
   from research.data.words import Vocab
-  from research.models import word2vec
-  from research.train.checkpoint import restore_params
+  from research.run import load_run
 
-  if not (run_dir / "config.json").exists():
-    raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-  cfg = config_lib.load(run_dir / "config.json")
-  if cfg.model is None or cfg.model.name != "word2vec":
-    raise ConfigError(f"{run_dir} is a {getattr(cfg.model, 'name', '?')} run; neighbors needs a word2vec run")
-  vocab = Vocab.load(run_dir / "artifacts" / "vocab.txt")
-  abstract = nnx.eval_shape(lambda: word2vec.build(cfg.model, rngs=nnx.Rngs(0)))
-  _, abstract_params = nnx.split(abstract, nnx.Param)
-  params, step = restore_params(run_dir, abstract_params)
-  return np.asarray(params["syn0"].get_value()), vocab.words, step
+  run = load_run(run_dir, ("word2vec",), "lineage neighbors")
+  vocab = Vocab.load(run.artifacts / "vocab.txt")
+  return np.asarray(run.model.syn0[...]), vocab.words, run.step
 
 
 def parse_query(tokens: list[str]) -> tuple[list[str], list[str]]:

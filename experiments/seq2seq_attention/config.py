@@ -17,7 +17,7 @@ without attention (seq2seq_plain) 0.8 greedy / 0.7 beam 4, 391 s.
 
 experiments/seq2seq_plain is the same run without attention (Sutskever et al. 2014).
 Other scores: model.attention=scaled_dot|additive; a bidirectional encoder:
-model.bidirectional=true; scheduled sampling: model.sampling_ratio=0.25.
+model.bidirectional=true; scheduled sampling: objective.sampling_ratio=0.25.
 """
 
 from research.config import Config, DataConfig, OptimConfig, TokenizerConfig, TrainConfig
