@@ -1,11 +1,12 @@
-"""The hand-written backward passes equal autodiff of the plain formulas."""
+"""The hand-written backward passes equal autodiff of the plain formulas; the CPU switch is exact."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from research.models import vjp
+from research.models import gpt, vjp
 
 
 def plain_layer_norm(x, scale, bias, eps=1e-5):
@@ -47,5 +48,28 @@ def test_layer_norm():
 
 @pytest.mark.parametrize("T", [1, 9])
 def test_causal_attention(T):
-  check_same_gradients(vjp.causal_attention, plain_attention, randn(5, 2, 3, T, 8), randn(6, 2, 3, T, 8),
-                       randn(7, 2, 3, T, 8))
+  check_same_gradients(lambda q, k, v: vjp.attention(q, k, v, causal=True), plain_attention,
+                       randn(5, 2, 3, T, 8), randn(6, 2, 3, T, 8), randn(7, 2, 3, T, 8))
+
+
+@pytest.fixture
+def restore_cpu_tricks():
+  yield
+  vjp.set_cpu_tricks(None)
+
+
+def test_cpu_tricks_switch_changes_the_program_not_the_result(restore_cpu_tricks):
+  cfg = gpt.Config(vocab_size=29, block_size=8, n_layer=2, n_head=2, n_embd=16)
+  tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, 29)
+  params, results = {}, {}
+  for on in (True, False):
+    vjp.set_cpu_tricks(on)
+    graphdef, params[on] = nnx.split(gpt.build(cfg, rngs=nnx.Rngs(0)))
+    loss = lambda p: jax.nn.log_softmax(nnx.merge(graphdef, p)(tokens)).mean()
+    # The trick is the barrier on x^T in matmul's backward: present only when switched on.
+    assert ("optimization_barrier" in str(jax.make_jaxpr(jax.grad(loss))(params[on]))) == on
+    results[on] = jax.jit(jax.value_and_grad(loss))(params[on])
+  # The storage layout does not follow the switch: same shapes, so checkpoints are portable.
+  assert jax.tree.map(jnp.shape, params[True]) == jax.tree.map(jnp.shape, params[False])
+  np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), results[True][1], results[False][1])
