@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 
-EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare", "launch.neighbors", "launch.attention")
+EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare", "launch.neighbors", "launch.attention", "launch.export")
 
 
 def _train(args) -> int:
