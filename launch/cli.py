@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 
-EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare", "launch.neighbors", "launch.attention", "launch.export")
+EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare", "launch.neighbors", "launch.attention", "launch.bleu",
+                                   "launch.export")
 
 
 def _train(args) -> int:
@@ -36,23 +37,14 @@ def _train(args) -> int:
 
 def _sample(args) -> int:
   import jax.numpy as jnp
-  from flax import nnx
 
-  from research import config as config_lib
   from research.decode import SamplingConfig, generate
-  from research.models import build_model
+  from research.run import load_run
   from research.tokenizers import load_tokenizer
-  from research.train.checkpoint import restore_params
 
-  run_dir = Path(args.run_dir)
-  if not (run_dir / "config.json").exists():
-    raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-  cfg = config_lib.load(run_dir / "config.json")
-  tokenizer = load_tokenizer(run_dir / "artifacts" / "tokenizer")
-  abstract = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0)))
-  graphdef, abstract_params = nnx.split(abstract, nnx.Param)
-  params, step = restore_params(run_dir, abstract_params)
-  model = nnx.merge(graphdef, params)
+  run = load_run(args.run_dir, ("lm",), "lineage sample")
+  run_dir, cfg, model, step = run.dir, run.cfg, run.model, run.step
+  tokenizer = load_tokenizer(run.artifacts / "tokenizer")
   ids = [tokenizer.bos_id] + tokenizer.encode(args.prompt) if args.prompt else [tokenizer.eos_id]
   block = cfg.model.block_size
   new = min(args.max_new_tokens, block - len(ids))
@@ -100,14 +92,16 @@ def main(argv: list[str] | None = None) -> int:
   from research.data.text import DataError
   from research.run import RunError
   from research.tokenizers import TokenizerError
+  from research.train.checkpoint import CheckpointError
+  from research.train.lock import RunLockedError
   from research.train.loop import NonFiniteError
 
   try:
     return args.run(args)
-  except (ConfigError, DataError, TokenizerError, RunError) as e:
+  except (ConfigError, DataError, TokenizerError, RunError, RunLockedError) as e:
     print(f"lineage {args.command}: error: {e}", file=sys.stderr)
     return 2
-  except (NonFiniteError, FileNotFoundError) as e:
+  except (NonFiniteError, FileNotFoundError, CheckpointError) as e:
     print(f"lineage {args.command}: error: {e}", file=sys.stderr)
     return 1
 

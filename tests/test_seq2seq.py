@@ -1,4 +1,6 @@
-"""Seq2Seq: attention masks padding, decoding paths agree, beam 1 is greedy, a copy task is learned."""
+"""Seq2Seq: attention masks padding, decoding paths agree, a copy task is learned, scheduled sampling.
+
+The searches themselves (beam 1 is greedy, beam vs brute force): test_decode.py."""
 
 import jax
 import jax.numpy as jnp
@@ -42,64 +44,18 @@ def test_attention_weights_sum_to_one_and_ignore_padding(kind, bidirectional):
 def test_step_by_step_decoding_equals_the_teacher_forced_pass(kind):
   model = seq2seq.build(tiny(attention=kind, bidirectional=True), rngs=nnx.Rngs(1))
   full = model(jnp.asarray(SRC), jnp.asarray(TGT_IN))
-  memory = model.encode(jnp.asarray(SRC))
-  carries, steps = memory.finals, []
+  state, steps = model.decode_start(model.encode(jnp.asarray(SRC))), []
   for t in range(TGT_IN.shape[1]):
-    logits, carries, _ = model.decode_step(memory, carries, jnp.asarray(TGT_IN[:, t]))
+    logits, state = model.decode_step(state, jnp.asarray(TGT_IN[:, t]))
     steps.append(logits)
   np.testing.assert_allclose(jnp.stack(steps, 1), full, atol=2e-5)
 
 
 def test_padded_source_translates_like_the_same_source_alone():
   model = seq2seq.build(tiny(attention="additive", bidirectional=True), rngs=nnx.Rngs(2))
-  batch = seq2seq.translate(model, SRC, max_len=6)
-  alone = seq2seq.translate(model, SRC[1:2, :2], max_len=6)
+  batch = decode.translate(model, SRC, max_len=6)
+  alone = decode.translate(model, SRC[1:2, :2], max_len=6)
   np.testing.assert_array_equal(batch[1], alone[0])
-
-
-def test_beam_search_of_one_equals_greedy():
-  kind = "dot"
-  model = seq2seq.build(tiny(attention=kind), rngs=nnx.Rngs(3))
-  greedy = seq2seq.translate(model, SRC, beam_size=1)
-  graphdef, state = nnx.split(model)
-
-  @jax.jit
-  def both(state, src):
-    m = nnx.merge(graphdef, state)
-    memory = m.encode(src)
-
-    def step_fn(s, token):
-      logits, carries, _ = m.decode_step(s[0], s[1], token)
-      return logits, (s[0], carries)
-
-    common = dict(batch=src.shape[0], bos_id=BOS_ID, eos_id=EOS_ID, max_len=9)
-    return (decode.greedy_search(step_fn, (memory, memory.finals), **common),
-            decode.beam_search(step_fn, (memory, memory.finals), beam_size=1, **common)[0])
-
-  g, b = both(state, jnp.asarray(SRC))
-  np.testing.assert_array_equal(g, b)
-  np.testing.assert_array_equal(g, greedy)
-
-
-def test_beam_search_finds_the_sequence_greedy_misses():
-  # A toy "model" whose first step prefers token 4 (p=.6) over 5 (p=.4), but after 4 every
-  # continuation is uncertain (p=.25 each) while after 5 token 6 is sure: p(5 6) = .4 > p(4 x) = .15.
-  V = 8
-
-  def step_fn(prev, token):
-    table = jnp.full((V, V), 1e-6)
-    table = table.at[BOS_ID, 4].set(0.6).at[BOS_ID, 5].set(0.4)
-    table = table.at[4, jnp.arange(4, 8)].set(0.25).at[5, 6].set(1.0)
-    table = table.at[jnp.arange(4, 8), EOS_ID].set(0.0).at[6, EOS_ID].set(1.0).at[7, EOS_ID].set(1.0)
-    table = table.at[EOS_ID, EOS_ID].set(1.0)
-    return jnp.log(table[token] / table[token].sum(-1, keepdims=True)), prev
-
-  common = dict(batch=1, bos_id=BOS_ID, eos_id=EOS_ID, max_len=3)
-  greedy = decode.greedy_search(step_fn, jnp.zeros((1,)), **common)
-  beam, score = decode.beam_search(step_fn, jnp.zeros((1,)), beam_size=2, alpha=0.0, **common)
-  assert greedy[0, 0] == 4
-  np.testing.assert_array_equal(beam[0], [5, 6, EOS_ID])
-  assert float(score[0]) == pytest.approx(np.log(0.4), abs=1e-4)
 
 
 def copy_batch(rng: np.random.Generator, batch: int, length: int = 6) -> dict:
@@ -118,12 +74,13 @@ def copy_batch(rng: np.random.Generator, batch: int, length: int = 6) -> dict:
 def test_copy_task_loss_falls_near_zero_and_greedy_reproduces_the_input():
   model = seq2seq.build(tiny(attention="dot", n_layer=1, n_embd=32, n_hidden=64), rngs=nnx.Rngs(4))
   graphdef, params = nnx.split(model, nnx.Param)
+  loss_fn = translation.make_loss_fn()
   tx = optax.adam(optax.cosine_decay_schedule(2e-2, 500, alpha=0.05))
   opt = tx.init(params)
 
   @jax.jit
   def step(params, opt, batch):
-    loss_of = lambda p: translation.loss_fn(nnx.merge(graphdef, p), batch, jax.random.key(0), True)
+    loss_of = lambda p: loss_fn(nnx.merge(graphdef, p), batch, jax.random.key(0), True)
     (loss, _), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), opt, loss
@@ -135,20 +92,38 @@ def test_copy_task_loss_falls_near_zero_and_greedy_reproduces_the_input():
     losses.append(float(loss))
   assert losses[0] > 2.0 and np.mean(losses[-10:]) < 0.02
   test = copy_batch(np.random.default_rng(1), 64)
-  out = np.asarray(seq2seq.translate(nnx.merge(graphdef, params), test["src"], max_len=9))
+  out = np.asarray(decode.translate(nnx.merge(graphdef, params), test["src"], max_len=9))
   np.testing.assert_array_equal(out, test["tgt_out"])
 
 
 def test_scheduled_sampling_trains_and_differs_from_teacher_forcing():
-  model = seq2seq.build(tiny(attention="dot", sampling_ratio=1.0), rngs=nnx.Rngs(5))
+  model = seq2seq.build(tiny(attention="dot"), rngs=nnx.Rngs(5))
   batch = {k: jnp.asarray(v) for k, v in copy_batch(np.random.default_rng(2), 4).items()}
-  forced, _ = translation.loss_fn(model, batch, jax.random.key(0), False)
-  sampled, _ = translation.loss_fn(model, batch, jax.random.key(0), True)
+  loss_fn = translation.make_loss_fn(sampling_ratio=1.0)
+  forced, _ = loss_fn(model, batch, jax.random.key(0), False)  # evaluation always teacher-forces
+  graphdef, params = nnx.split(model, nnx.Param)
+  sampled, grads = jax.value_and_grad(
+      lambda p: loss_fn(nnx.merge(graphdef, p), batch, jax.random.key(0), True)[0])(params)
   assert np.isfinite(float(sampled)) and float(sampled) != pytest.approx(float(forced))
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
   # With ratio 1 every input after bos is the previous argmax: the logits are greedy decoding's.
-  logits = model(batch["src"], batch["tgt_in"], deterministic=False, sampling_rng=jax.random.key(0))
-  greedy = np.asarray(seq2seq.translate(model, batch["src"], max_len=9))
+  logits = decode.scheduled_sampling_logits(model, batch["src"], batch["tgt_in"], 1.0, jax.random.key(0))
+  greedy = np.asarray(decode.translate(model, batch["src"], max_len=9))
   sampled_tokens = np.asarray(logits.argmax(-1))
   for row, g in zip(sampled_tokens, greedy):  # equal up to greedy's eos (greedy pads after it)
     n = list(g).index(EOS_ID) + 1 if EOS_ID in g else len(g)
     np.testing.assert_array_equal(row[:n], g[:n])
+
+
+def test_attention_plot_has_a_panel_per_layer_and_head(tmp_path):
+  from launch.attention import plot_attention
+
+  def size(layers, heads):  # (width, height) in pixels, from the PNG header
+    weights = np.random.default_rng(0).dirichlet(np.ones(5), (layers, heads, 4))  # [layers, heads, T, S]
+    plot_attention(weights, list("abcde"), list("wxyz"), tmp_path / "a.png", "test")
+    png = (tmp_path / "a.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+  (w1, h1), (w6, h6) = size(1, 1), size(2, 3)
+  assert w6 == pytest.approx(3 * w1, abs=2) and h6 > 1.8 * h1  # 3 heads across, 2 layers down

@@ -74,7 +74,7 @@ def test_translation_run_end_to_end(tmp_path, capsys):
   cfg = Config(
       experiment="tiny_s2s", objective="translation",
       model=seq2seq.Config(attention="additive", bidirectional=True, n_embd=32, n_hidden=32,
-                           max_src_len=16, max_tgt_len=16, sampling_ratio=0.1),
+                           max_src_len=16, max_tgt_len=16),
       data=DataConfig(path=str(path), cache_dir=str(tmp_path / "cache"), val_fraction=0.1),
       tokenizer=TokenizerConfig(kind="char"),
       optim=OptimConfig(lr=3e-3, warmup_steps=2),

@@ -19,10 +19,11 @@ def translate_texts(model, sources: list[str], src_tok, tgt_tok, *, batch_size: 
                     alpha: float = 0.6) -> list[str]:
   """Source sentences -> translations, in batches of a fixed shape (one compiled decoder).
 
-  A source longer than the model's `max_src_len` is cut to it: evaluation never drops a sentence.
+  `model` is any `research.decode.EncoderDecoder`. A source longer than its `max_src_len` is
+  cut to it: evaluation never drops a sentence.
   """
   from research.data.translation import pad_rows
-  from research.models.seq2seq import translate
+  from research.decode import translate
 
   ids = src_tok.encode_batch(sources)
   out = []
@@ -30,11 +31,12 @@ def translate_texts(model, sources: list[str], src_tok, tgt_tok, *, batch_size: 
     rows = ids[start:start + batch_size]
     src = pad_rows(rows + [[src_tok.eos_id]] * (batch_size - len(rows)), model.max_src_len)
     tokens = np.asarray(translate(model, src, beam_size=beam_size, alpha=alpha))[:len(rows)]
-    out += [tgt_tok.decode(_until_eos(row, tgt_tok.eos_id)) for row in tokens.tolist()]
+    out += [tgt_tok.decode(until_eos(row, tgt_tok.eos_id)) for row in tokens.tolist()]
   return out
 
 
-def _until_eos(row: list[int], eos_id: int) -> list[int]:
+def until_eos(row: list[int], eos_id: int) -> list[int]:
+  """The tokens before the first eos (all of them if there is none)."""
   return row[:row.index(eos_id)] if eos_id in row else row
 
 

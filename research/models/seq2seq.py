@@ -18,16 +18,15 @@ vᵀ tanh(W_q h_t + W_k h̄_s) (Bahdanau et al. 2015, eq. 6; Luong's "concat"). 
 feeding (Luong §3.3), the decoder LSTM does not depend on the attention, so in training it
 runs over the whole target in one scan and attention is computed for all steps at once.
 
-Scheduled sampling (Bengio et al. 2015): with `sampling_ratio` > 0, each training step feeds
-the model's own previous prediction instead of the gold token with that probability; that
-path decodes step by step (`decode_step`), the same function greedy and beam search use.
+The model implements `research.decode.EncoderDecoder` (`encode`, `decode_start`,
+`decode_step`), so greedy and beam search, BLEU and scheduled sampling (Bengio et al. 2015;
+`decode.scheduled_sampling_logits`) all decode it through research/decode.py.
 The encoder may be bidirectional: each direction gets n_hidden/2 units, and their final
 states are concatenated to start the decoder.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -36,11 +35,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from research import decode
 from research.config import need, one_of, positive, probability
 from research.models.layers import Dense, Embed, param
 from research.models.rnn import Carry, StackedRNN
-from research.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from research.tokenizers import PAD_ID
 
 ATTENTION = ("none", "dot", "scaled_dot", "additive")
 
@@ -59,7 +57,6 @@ class Config:
   bidirectional: bool = False  # encoder only; the decoder always reads left to right
   attention: str = "dot"  # "none" | "dot" | "scaled_dot" | "additive"
   dropout: float = 0.0
-  sampling_ratio: float = 0.0  # scheduled sampling: P(feed the model's own prediction) in training
 
   def validate(self):
     one_of("model.attention", self.attention, ATTENTION)
@@ -75,6 +72,12 @@ class Memory(NamedTuple):
   keys: jax.Array  # W_k h̄_s for additive attention (computed once per sentence), else h̄_s
   mask: jax.Array  # [B, S] bool, True at real source tokens
   finals: list  # each layer's final (h, c), [B, H]
+
+
+class DecoderState(NamedTuple):
+  """Everything one decoding step reads and updates; every leaf leads with the batch."""
+  memory: Memory
+  carries: list[Carry]  # each decoder layer's (h, c), [B, H]
 
 
 class Attention(nnx.Module):
@@ -117,7 +120,7 @@ class Seq2Seq(nnx.Module):
       raise ValueError(f"model.attention must be one of {ATTENTION}, got {cfg.attention!r}")
     # Plain values rather than the Config dataclass, which is unhashable: the graph definition
     # is a static (hashed) argument of the jitted decoder.
-    self.sampling_ratio, self.max_src_len, self.max_tgt_len = cfg.sampling_ratio, cfg.max_src_len, cfg.max_tgt_len
+    self.max_src_len, self.max_tgt_len = cfg.max_src_len, cfg.max_tgt_len
     self.src_embed = Embed(cfg.src_vocab_size, cfg.n_embd, ("vocab", "embed"), rngs=rngs, dtype=dtype)
     self.tgt_embed = None if cfg.shared_vocab else Embed(cfg.tgt_vocab_size, cfg.n_embd, ("vocab", "embed"),
                                                          rngs=rngs, dtype=dtype)
@@ -152,74 +155,35 @@ class Seq2Seq(nnx.Module):
     h = self.drop(h, deterministic=deterministic, rngs=rngs)
     return self.head(h).astype(jnp.float32), weights
 
-  def decode_step(self, memory: Memory, carries: list[Carry], token: jax.Array):
-    """One decoding step, token [B] -> (logits [B, V], carries, weights [B, S] or None)."""
-    h, carries = self.decoder.step(self.embed_target(token), carries)
-    logits, weights = self.output(h[:, None], memory)
-    return logits[:, 0], carries, None if weights is None else weights[:, 0]
+  def decode_start(self, memory: Memory) -> DecoderState:
+    return DecoderState(memory, memory.finals)
+
+  def decode_step(self, state: DecoderState, token: jax.Array) -> tuple[jax.Array, DecoderState]:
+    """One decoding step, token [B] -> (logits [B, V], the next state)."""
+    h, carries = self.decoder.step(self.embed_target(token), state.carries)
+    logits, _ = self.output(h[:, None], state.memory)
+    return logits[:, 0], DecoderState(state.memory, carries)
 
   def __call__(self, src: jax.Array, tgt_in: jax.Array, *, deterministic: bool = True,
-               rngs: nnx.Rngs | None = None, sampling_rng: jax.Array | None = None,
-               return_attention: bool = False):
+               rngs: nnx.Rngs | None = None, return_attention: bool = False):
     """src [B, S], tgt_in [B, T] (bos + target) -> logits [B, T, V] (and weights [B, T, S])."""
     memory = self.encode(src, deterministic=deterministic, rngs=rngs)
-    if self.sampling_ratio > 0 and not deterministic and sampling_rng is not None:
-      logits = self._scheduled_sampling(memory, tgt_in, sampling_rng)
-      return (logits, None) if return_attention else logits
     x = self.drop(self.embed_target(tgt_in), deterministic=deterministic, rngs=rngs)
     h, _ = self.decoder(x, initial=memory.finals, deterministic=deterministic, rngs=rngs)
     logits, weights = self.output(h, memory, deterministic=deterministic, rngs=rngs)
     return (logits, weights) if return_attention else logits
 
-  def _scheduled_sampling(self, memory: Memory, tgt_in: jax.Array, rng: jax.Array) -> jax.Array:
-    """Bengio et al. (2015): step by step, the input is the model's previous argmax with
-    probability `sampling_ratio`, else the gold token. No gradient flows through the choice.
-    (Dropout is not applied on this path.)"""
-    coins = jax.random.bernoulli(rng, self.sampling_ratio, tgt_in.shape).T  # [T, B]
-
-    def body(carry, inputs):
-      carries, previous = carry
-      gold, coin = inputs
-      token = jnp.where(coin, previous, gold)
-      logits, carries, _ = self.decode_step(memory, carries, token)
-      return (carries, jax.lax.stop_gradient(logits.argmax(-1)).astype(tgt_in.dtype)), logits
-
-    start = (memory.finals, tgt_in[:, 0])
-    coins = coins.at[0].set(False)  # the first input is always bos
-    _, logits = jax.lax.scan(body, start, (tgt_in.T, coins))
-    return logits.swapaxes(0, 1)
+  def cross_attention(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array | None:
+    """Weights [B, layers, heads, T, S] of the teacher-forced pass (`lineage attention`):
+    one layer, one head here; None without attention."""
+    if self.attention is None:
+      return None
+    _, weights = self(src, tgt_in, return_attention=True)
+    return weights[:, None, None]
 
 
 def build(cfg: Config, *, rngs: nnx.Rngs, dtype=jnp.float32) -> Seq2Seq:
   return Seq2Seq(cfg, rngs=rngs, dtype=dtype)
-
-
-# ---------------------------------------------------------------------------- translate
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef", "beam_size", "max_len", "alpha"))
-def _translate(graphdef, state, src, *, beam_size: int, max_len: int, alpha: float):
-  model = nnx.merge(graphdef, state)
-  memory = model.encode(src)
-
-  def step_fn(decoder_state, token):
-    memory, carries = decoder_state
-    logits, carries, _ = model.decode_step(memory, carries, token)
-    return logits, (memory, carries)
-
-  start = (memory, memory.finals)
-  common = dict(batch=src.shape[0], bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, max_len=max_len)
-  if beam_size == 1:
-    return decode.greedy_search(step_fn, start, **common)
-  return decode.beam_search(step_fn, start, beam_size=beam_size, alpha=alpha, **common)[0]
-
-
-def translate(model: Seq2Seq, src: jax.Array, *, beam_size: int = 1, max_len: int | None = None,
-              alpha: float = 0.6) -> jax.Array:
-  """src [B, S] -> target tokens [B, max_len] (no bos; eos, then pad), greedy or beam search."""
-  graphdef, state = nnx.split(model)
-  return _translate(graphdef, state, jnp.asarray(src, jnp.int32), beam_size=beam_size,
-                    max_len=max_len or model.max_tgt_len, alpha=alpha)
 
 
 def train_flops(cfg: Config, batch: dict) -> float:

@@ -17,6 +17,7 @@ import jax
 from flax import nnx
 
 from research import config as config_lib
+from research import decode
 from research.config import need
 from research.data import translation as data
 from research.data.pairs import load_pairs
@@ -38,11 +39,21 @@ class Config:
     need(0.0 <= self.sampling_ratio <= 1.0, f"objective.sampling_ratio must be in [0, 1], got {self.sampling_ratio}")
 
 
-def loss_fn(model, batch: dict, rng: jax.Array, train: bool, *, label_smoothing: float = 0.0):
-  logits = model(batch["src"], batch["tgt_in"], deterministic=not train, rngs=nnx.Rngs(dropout=rng),
-                 sampling_rng=jax.random.fold_in(rng, 1) if train else None)
-  targets = batch["tgt_out"]
-  return token_cross_entropy(logits, targets, targets != PAD_ID, label_smoothing=label_smoothing)
+def make_loss_fn(sampling_ratio: float = 0.0, label_smoothing: float = 0.0):
+  """The pure `loss_fn(model, batch, rng, train)`; in training, with `sampling_ratio` > 0, each
+  decoder input after bos is the model's own previous prediction with that probability
+  (scheduled sampling, Bengio et al. 2015) instead of the gold token."""
+
+  def loss_fn(model, batch: dict, rng: jax.Array, train: bool):
+    if train and sampling_ratio > 0:
+      logits = decode.scheduled_sampling_logits(model, batch["src"], batch["tgt_in"], sampling_ratio,
+                                                jax.random.fold_in(rng, 1))
+    else:
+      logits = model(batch["src"], batch["tgt_in"], deterministic=not train, rngs=nnx.Rngs(dropout=rng))
+    targets = batch["tgt_out"]
+    return token_cross_entropy(logits, targets, targets != PAD_ID, label_smoothing=label_smoothing)
+
+  return loss_fn
 
 
 def tokenizers(cfg: config_lib.Config, train_pairs, cache: Path):
@@ -91,7 +102,8 @@ class Task(base.Task):
         f"{self.tgt_tok.vocab_size:,}{' (shared)' if m.shared_vocab else ''}")
 
   def loss_fn(self, model, batch: dict, rng: jax.Array, train: bool):
-    return loss_fn(model, batch, rng, train, label_smoothing=self.cfg.objective.label_smoothing)
+    o = self.cfg.objective
+    return make_loss_fn(o.sampling_ratio, o.label_smoothing)(model, batch, rng, train)
 
   def derived_metrics(self, metrics: dict) -> dict:
     return perplexity(metrics)

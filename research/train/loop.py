@@ -27,6 +27,7 @@ from research.models import vjp
 from research.train import flops as flops_lib
 from research.train.checkpoint import Checkpointer
 from research.train.finetune import init_from_run
+from research.train.lock import RunLock
 from research.train.metrics import MetricWriter
 from research.train.sharding import batch_sharding, make_mesh, put_batch, state_shardings
 from research.train.step import init_state, make_eval_step
@@ -133,7 +134,18 @@ def prepare(cfg: Config, task, mesh: jax.sharding.Mesh) -> Prepared:
 
 def train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, on_step=None,
           log=print) -> Result:
-  """Trains `cfg` to `train.steps`, resuming from the run directory's latest checkpoint."""
+  """Trains `cfg` to `train.steps`, resuming from the run directory's latest checkpoint.
+
+  One live process per run directory: its lock (lock.py) is taken before anything is
+  written there and released however training ends (done, preempted, an exception).
+  """
+  run_dir = Path(run_dir or run_dir_for(cfg))
+  with RunLock(run_dir, primary=jax.process_index() == 0, log=log):
+    return _train(cfg, task=task, run_dir=run_dir, devices=devices, on_step=on_step, log=log)
+
+
+def _train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, on_step=None,
+           log=print) -> Result:
   tc = cfg.train
   # ---------------------------------------------------------------- task, mesh, model, step
   # Everything that can fail on a bad setting (data, tokenizer, building the model) runs
@@ -164,7 +176,7 @@ def train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, 
   else:
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           p.abstract_state, p.shardings)
-    state = checkpointer.restore(target, start)
+    state, start = checkpointer.restore_newest_readable(target, log=log)  # falls back past damaged ones
     log(f"resumed from the checkpoint at step {start}")
 
   # ---------------------------------------------------------------- compile, count FLOPs

@@ -1,11 +1,19 @@
 """Where metrics go: `metrics.jsonl` (one JSON object per line, flushed each write so a crash
-loses nothing), TensorBoard event files, and a progress bar."""
+loses nothing), TensorBoard event files, and a progress bar.
+
+A resumed run holds one value per step in both: rows and events a killed process logged
+after its last checkpoint are dropped when the writer opens, since the resumed run logs
+those steps again. A line cut short by a crash mid-write is skipped by `read_metrics`
+with a warning, and removed by the next writer.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from tqdm import tqdm
@@ -13,14 +21,20 @@ from tqdm import tqdm
 
 class MetricWriter:
   def __init__(self, run_dir: Path, *, total_steps: int, start_step: int, progress: bool):
+    """`start_step`: the step the run starts from (0, or the step of the restored checkpoint)."""
+    repaired = _keep_rows_up_to(run_dir / "metrics.jsonl", start_step)
     self.jsonl = open(run_dir / "metrics.jsonl", "a")
     try:
       from tensorboardX import SummaryWriter
-      self.tb = SummaryWriter(str(run_dir / "tb"), flush_secs=10)
+      # A new event file starting with a purge marker: TensorBoard hides the events of
+      # earlier files at steps >= start_step + 1, the ones this run logs again.
+      self.tb = SummaryWriter(str(run_dir / "tb"), flush_secs=10, purge_step=start_step + 1)
     except ImportError:  # TensorBoard is optional; metrics.jsonl is the record
       self.tb = None
     self.bar = tqdm(total=total_steps, initial=start_step, disable=not progress, file=sys.stderr,
                     dynamic_ncols=True, unit="step", mininterval=1.0)
+    if repaired:
+      self.print(f"{run_dir / 'metrics.jsonl'}: {repaired}")
 
   def write(self, step: int, metrics: dict) -> None:
     row = {"step": step, "time": round(time.time(), 3), **{k: _plain(v) for k, v in metrics.items()}}
@@ -59,6 +73,65 @@ def _short(v):
   return v
 
 
+def _parse(line: str):
+  """The row on one line, or None if it is not a JSON object (a write cut short)."""
+  try:
+    row = json.loads(line)
+  except ValueError:
+    return None
+  return row if isinstance(row, dict) else None
+
+
+def _keep_rows_up_to(path: Path, step: int) -> str:
+  """Drops rows logged after `step` and unreadable lines; says what it dropped ("" if nothing).
+
+  Rewrites to a temporary file renamed over the old one, so a crash here leaves one of
+  the two whole. Also rewrites a file whose last line lacks its newline, or the next
+  row would be glued to it.
+  """
+  if not path.exists():
+    return ""
+  text = path.read_text()
+  kept, later, broken = [], 0, []
+  for number, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    row = _parse(line)
+    if row is None:
+      broken.append(number)
+    elif row.get("step", 0) > step:
+      later += 1
+    else:
+      kept.append(line + "\n")
+  if not (later or broken or (text and not text.endswith("\n"))):
+    return ""
+  tmp = path.with_name(path.name + ".tmp")
+  with open(tmp, "w") as f:
+    f.writelines(kept)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  said = []
+  if later:
+    said.append(f"dropped {later} rows logged after step {step}, where this run resumes")
+  if broken:
+    said.append(f"dropped unreadable line(s) {', '.join(map(str, broken))} (cut short by a crash)")
+  return "; ".join(said) or "added the missing newline at the end"
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
+  """The rows of a run's metrics.jsonl; a line that does not parse is skipped with a warning."""
   path = Path(run_dir) / "metrics.jsonl"
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+  if not path.exists():
+    return []
+  rows = []
+  for number, line in enumerate(path.read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    row = _parse(line)
+    if row is None:
+      warnings.warn(f"{path}:{number}: skipped a line that is not a JSON object (cut short by a crash?)",
+                    stacklevel=2)
+    else:
+      rows.append(row)
+  return rows
