@@ -216,9 +216,27 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 5, rounds: int = 3) -> float:
   return 2 * n**3 / best / 1e9
 
 
+def cpu_info() -> dict[str, object]:
+  """The CPU a benchmark ran on: its model and the vector/matrix extensions that decide
+  which kernels oneDNN, XLA and gensim's C loops can use. A ratio holds only on this CPU."""
+  model, flags = "unknown", set()
+  try:
+    for line in open("/proc/cpuinfo"):
+      key, _, value = line.partition(":")
+      if key.strip() == "model name" and model == "unknown":
+        model = value.strip()
+      elif key.strip() == "flags" and not flags:
+        flags = set(value.split())
+  except OSError:
+    pass
+  wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+  return {"cpu_model": model, "cpu_extensions": [f for f in wanted if f in flags]}
+
+
 def thread_settings() -> dict[str, object]:
-  """Thread-related settings in force, for the record of a benchmark run."""
+  """Thread-related settings in force and the CPU, for the record of a benchmark run."""
   rec: dict[str, object] = {
+      **cpu_info(),
       "cpus": os.cpu_count(),
       "affinity": len(os.sched_getaffinity(0)),
   }

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import thread_settings  # noqa: E402
 from research.config import load_experiment  # noqa: E402
 from research.train.loop import train  # noqa: E402
 from research.train.metrics import read_metrics  # noqa: E402
@@ -64,7 +65,7 @@ def main() -> None:
       "val_loss_sampled_final": round(evals[max(evals)], 4), "val_batches": len(losses),
       "nanogpt_reported_val_loss": 1.88, "wall_seconds": round(wall, 1),
       "tokens_per_second_median": round(statistics.median(speeds), 1), "mfu_median": round(statistics.median(mfus), 4),
-      "eval_curve": {str(k): round(v, 4) for k, v in sorted(evals.items())}, "jax": jax.__version__,
+      "eval_curve": {str(k): round(v, 4) for k, v in sorted(evals.items())}, **thread_settings(),
   }
   print(f"final validation loss {full_val:.4f} over {len(losses)} batches (nanoGPT reports 1.88); "
         f"wall {wall:.0f}s; median {figures['tokens_per_second_median']:,.0f} tokens/s")

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import cpu_snapshot, other_cpu_seconds, wait_for_quiet  # noqa: E402
+from benchmarks.harness import cpu_snapshot, other_cpu_seconds, thread_settings, wait_for_quiet  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETTINGS = dict(vector_size=100, window=5, min_count=5, sample=1e-3, negative=5, alpha=0.025,
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
   log(f"threads: os.cpu_count()={os.cpu_count()} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r} "
       f"jax {jax.__version__} devices {jax.devices()}; gensim workers=2")
 
-  report = {"corpus_words": n_words, "corpus_sentences": len(sents), "settings": SETTINGS}
+  report = {**thread_settings(), "corpus_words": n_words, "corpus_sentences": len(sents), "settings": SETTINGS}
   for arch in args.archs.split(","):
     built = make_lineage(corpus_file, arch, args.seed)
     log(f"\n== {arch}: lineage step compiled in {built[3]:.2f}s "

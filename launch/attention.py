@@ -15,6 +15,7 @@ import math
 import sys
 from pathlib import Path
 
+from launch.args import positive_int
 from launch.bleu import load_run
 
 
@@ -71,8 +72,15 @@ def _attention(args) -> int:
   from research.decode import translate
   from research.evaluate.bleu import until_eos
 
-  cfg, model, src_tok, tgt_tok, step = load_run(Path(args.run_dir))
-  src_ids = src_tok.encode(args.src)[:model.max_src_len]
+  if not args.src.strip():
+    print(f"lineage attention: error: --src {args.src!r} is blank: give a sentence to translate", file=sys.stderr)
+    return 2
+  cfg, model, src_tok, tgt_tok, step = load_run(Path(args.run_dir), "lineage attention")
+  src_ids = src_tok.encode(args.src)
+  if len(src_ids) > model.max_src_len:
+    print(f"lineage attention: --src is {len(src_ids)} tokens; the model reads the first {model.max_src_len} "
+          f"(model.max_src_len)", file=sys.stderr)
+    src_ids = src_ids[:model.max_src_len]
   tokens = np.asarray(translate(model, np.asarray([src_ids]), beam_size=args.beam))[0].tolist()
   tgt_ids = until_eos(tokens, tgt_tok.eos_id)
   weights = attention_map(model, src_ids, tgt_ids)
@@ -97,5 +105,5 @@ def register(commands) -> None:
   p.add_argument("run_dir", help="a translation run directory made by `lineage train`")
   p.add_argument("--src", required=True, help="the source sentence")
   p.add_argument("--out", help="the PNG file (default RUN_DIR/artifacts/attention.png)")
-  p.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+  p.add_argument("--beam", type=positive_int, default=1, help="beam size (1 = greedy)")
   p.set_defaults(run=_attention)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from launch.args import positive_int
 
-def load_run(run_dir: Path):
+
+def load_run(run_dir: Path, command: str = "lineage bleu"):
   """(config, model with the latest checkpoint's parameters, source and target tokenizers, step)."""
   from research.objectives.translation import load_tokenizers
   from research.run import load_run as load
 
-  run = load(run_dir, ("translation",), "lineage attention / bleu")
+  run = load(run_dir, ("translation",), command)
   src_tok, tgt_tok = load_tokenizers(run.dir)
   return run.cfg, run.model, src_tok, tgt_tok, run.step
 
@@ -46,7 +48,7 @@ def register(commands) -> None:
   p = commands.add_parser("bleu", help="BLEU of a translation run on its valid or test split")
   p.add_argument("run_dir", help="a translation run directory made by `lineage train`")
   p.add_argument("--split", default="test", choices=("train", "valid", "test"))
-  p.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+  p.add_argument("--beam", type=positive_int, default=1, help="beam size (1 = greedy)")
   p.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent (Wu et al. 2016)")
-  p.add_argument("--batch-size", type=int, default=32)
+  p.add_argument("--batch-size", type=positive_int, default=32)
   p.set_defaults(run=_bleu)

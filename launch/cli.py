@@ -14,9 +14,11 @@ import importlib
 import sys
 from pathlib import Path
 
+from launch.args import nonnegative_float, nonnegative_int, positive_int, probability
 
-EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare", "launch.neighbors", "launch.attention", "launch.bleu",
-                                   "launch.export")
+
+EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare", "launch.runs", "launch.neighbors", "launch.attention", "launch.bleu",
+                                  "launch.tpu", "launch.export")
 
 
 def _train(args) -> int:
@@ -45,12 +47,15 @@ def _sample(args) -> int:
   run = load_run(args.run_dir, ("lm",), "lineage sample")
   run_dir, cfg, model, step = run.dir, run.cfg, run.model, run.step
   tokenizer = load_tokenizer(run.artifacts / "tokenizer")
-  ids = [tokenizer.bos_id] + tokenizer.encode(args.prompt) if args.prompt else [tokenizer.eos_id]
+  # Start after eos, the document boundary the model saw in training (research/data/lm.py puts
+  # eos after every document; it never saw bos). An empty prompt samples a document from scratch.
+  ids = [tokenizer.eos_id] + tokenizer.encode(args.prompt)
   block = cfg.model.block_size
-  new = min(args.max_new_tokens, block - len(ids))
-  if new <= 0:
-    print(f"lineage sample: error: the prompt is {len(ids)} tokens; the model's context is {block}", file=sys.stderr)
+  problem = prompt_problem(args.prompt, len(ids), block)
+  if problem:
+    print(f"lineage sample: error: {problem}", file=sys.stderr)
     return 2
+  new = min(args.max_new_tokens, block - len(ids))
   sampling = SamplingConfig(max_new_tokens=new, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
   prompt = jnp.asarray([ids] * args.num_samples, jnp.int32)
   tokens = generate(model, prompt, sampling, seed=args.seed)
@@ -61,9 +66,27 @@ def _sample(args) -> int:
   return 0
 
 
+def prompt_problem(prompt: str, n_ids: int, block: int) -> str | None:
+  """What is wrong with a prompt of `n_ids` tokens (the start token included), or None."""
+  if prompt and n_ids == 1:
+    return f"--prompt {prompt!r} encodes to no token: give some text, or leave --prompt out to sample from scratch"
+  if n_ids >= block:
+    return (f"--prompt is {n_ids - 1} tokens, too long for the model's context of {block} "
+            f"(model.block_size): give at most {block - 2}, to leave room for a new token")
+  return None
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse with one-line errors: `lineage CMD: error: ...` and exit 2, no usage block
+  (`--help` still prints it), like every other error of the commands."""
+
+  def error(self, message: str):
+    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="lineage", description=__doc__.split("\n\n")[0])
-  commands = parser.add_subparsers(dest="command", required=True)
+  parser = _Parser(prog="lineage", description=__doc__.split("\n\n")[0])
+  commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
   p = commands.add_parser("train", help="train an experiment (resumes if the run directory has checkpoints)")
   p.add_argument("experiment", help="an experiment directory holding config.py, e.g. experiments/gpt_wiki")
@@ -74,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
 
   p = commands.add_parser("sample", help="generate text from a trained language model")
   p.add_argument("run_dir", help="a run directory made by `lineage train`")
-  p.add_argument("--prompt", default="", help="text to continue (default: start from nothing)")
-  p.add_argument("--max-new-tokens", type=int, default=200)
-  p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-  p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
-  p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
-  p.add_argument("--num-samples", type=int, default=1)
+  p.add_argument("--prompt", default="",
+                 help='text to continue, as the start of a document; "" (the default) samples a document from scratch')
+  p.add_argument("--max-new-tokens", type=positive_int, default=200,
+                 help="tokens to generate (fewer if the model's context fills up first)")
+  p.add_argument("--temperature", type=nonnegative_float, default=0.8, help="0 = greedy")
+  p.add_argument("--top-k", type=nonnegative_int, default=0, help="sample from the k most likely tokens (0 = all)")
+  p.add_argument("--top-p", type=probability, default=1.0, help="nucleus sampling mass in (0, 1] (1 = off)")
+  p.add_argument("--num-samples", type=positive_int, default=1)
   p.add_argument("--seed", type=int, default=0)
   p.set_defaults(run=_sample)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from launch.args import positive_int
+
 
 def load_vectors(run_dir: Path):
   """(vectors [V, D] as numpy, words most frequent first, checkpoint step) of a Word2Vec run."""
@@ -76,7 +78,7 @@ def register(commands) -> None:
                           description=__doc__.split("\n\n")[0])
   p.add_argument("run_dir", help="a run directory of a word2vec experiment")
   p.add_argument("query", nargs="*", help="a word, or words joined by + and -, e.g. king - man + woman")
-  p.add_argument("-k", type=int, default=10, help="how many neighbours to print (default 10)")
+  p.add_argument("-k", type=positive_int, default=10, help="how many neighbours to print (default 10)")
   p.add_argument("--export", metavar="FILE", help="also write all vectors in word2vec format to FILE")
   p.add_argument("--binary", action="store_true", help="with --export: the binary word2vec format")
   p.set_defaults(run=_neighbors)

@@ -23,6 +23,7 @@ import difflib
 import importlib
 import importlib.util
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -347,7 +348,11 @@ def from_dict(d: dict) -> Config:
 
 
 def save(cfg: Config, path: str | Path) -> None:
-  Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+  """Atomically (a temp file renamed): another host or a crash never sees half a config."""
+  path = Path(path)
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  tmp.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+  os.replace(tmp, path)
 
 
 def load(path: str | Path) -> Config:

@@ -37,7 +37,10 @@ def load_config(run_dir: str | Path, objectives: tuple[str, ...] = (), command: 
   if not (run_dir / "config.json").is_file():
     what = "does not exist" if not run_dir.exists() else "is not a run directory (no config.json)"
     raise RunError(f"{run_dir} {what}")
-  cfg = config_lib.load(run_dir / "config.json")
+  try:
+    cfg = config_lib.load(run_dir / "config.json")
+  except (ValueError, TypeError, KeyError) as e:  # not JSON, or not a lineage config (ConfigError)
+    raise RunError(f"{run_dir} is not a lineage run directory: its config.json does not load ({e})") from None
   if objectives and cfg.objective.name not in objectives:
     raise RunError(f"{run_dir} is a {cfg.objective.name!r} run; {command} needs a {' or '.join(objectives)} run")
   return cfg

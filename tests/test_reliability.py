@@ -1,8 +1,9 @@
 """Nothing lost, nothing silently wrong (issue 13): faults injected into real runs of the tiny GPT.
 
 Damaged checkpoints, a second process on a live run directory, SIGKILL mid-run, a line cut
-short in metrics.jsonl, a full disk. Every fault is recorded in TRIED as it is injected, and
-the last test prints the tally.
+short in metrics.jsonl, a full disk; then every command's bad input (run directories that
+cannot serve it, flags out of range, prompts, words, metrics). Every fault and bad input is
+recorded in TRIED as it is tried, and the last test prints the tally.
 """
 
 import errno
@@ -21,12 +22,16 @@ import pytest
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from launch.cli import main
-from launch.compare import summarize
+from launch.compare import last_step, read_run
+from research import config as config_lib
+from research.config import load_experiment
+from research.tokenizers import CharTokenizer
 from research.train import loop
 from research.train.checkpoint import CheckpointError, Checkpointer
 from research.train.lock import LOCK_FILE, RunLock, RunLockedError
 from research.train.metrics import MetricWriter, read_metrics
 from test_train import TEXT, params_of, tiny_config
+from test_word2vec import topic_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIED: list[str] = []  # each fault or bad input, recorded when it is injected
@@ -198,7 +203,7 @@ def test_second_train_is_refused_then_resumes_after_sigkill_with_one_row_per_ste
   with open(run / "metrics.jsonl", "a") as f:
     f.write('{"step": 16, "train/lo')
   with pytest.warns(UserWarning, match=r"metrics.jsonl:\d+: skipped a line"):
-    assert summarize(run)["step"] == 14  # `lineage compare` reads a crashed run
+    assert last_step(read_run(run)) == 14  # `lineage compare` reads a crashed run
 
   third = subprocess.run(train, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=600)
   assert third.returncode == 0, third.stderr[-2000:]
@@ -287,7 +292,179 @@ def test_a_really_full_disk_stops_the_run_and_the_same_command_resumes(corpus, t
   assert train_rows(run) == [2, 4, 6, 8, 10, 12]
 
 
+# ------------------------------------------------------------------ every command's bad input
+#
+# Each refusal is exit 2 and one line naming the flag, word or path, argparse's included
+# (launch/cli.py prints no usage block). The commands run in this process, so a traceback
+# would fail the test; one test runs the real CLI as well.
+
+def error_line(err: str, command: str) -> str:
+  """The one line of a refusal: nothing else may be printed."""
+  lines = err.rstrip("\n").splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"lineage {command}: error: "), err
+  return lines[0]
+
+
+def refused(capsys, command: str, *args) -> str:
+  """Runs `lineage COMMAND ARGS...`; asserts exit 2 and a one-line error, and returns the line."""
+  TRIED.append(f"bad input: lineage {command} " + " ".join(a.name if isinstance(a, Path) else repr(a) for a in args))
+  try:
+    code = main([command, *map(str, args)])
+  except SystemExit as e:  # argparse refuses by exiting
+    code = e.code
+  err = capsys.readouterr().err
+  assert code == 2, err
+  return error_line(err, command)
+
+
+@pytest.fixture(scope="module")
+def lm_run(corpus):
+  """A finished tiny GPT run (char tokenizer, block_size 16): one step, one checkpoint."""
+  run = corpus.parent / "lm_run"
+  cfg = tiny_config(corpus, corpus.parent, steps=1, log_every=1, eval_every=1, eval_batches=1, checkpoint_every=1)
+  loop.train(cfg, run_dir=run, log=quiet)
+  return run
+
+
+@pytest.fixture(scope="module")
+def w2v_run(corpus):
+  """A finished tiny CBOW run over test_word2vec's two topics (cat, dog, ... car, road, ...)."""
+  run = corpus.parent / "w2v_run"
+  topic_corpus(corpus.parent / "topics.txt", n_lines=40)
+  cfg = load_experiment(ROOT / "experiments" / "cbow_wiki", [
+      f"data.path={corpus.parent / 'topics.txt'}", f"data.cache_dir={corpus.parent / 'w2v_cache'}",
+      "objective.min_count=1", "model.vector_size=8", "objective.batch_words=32", "objective.sub_steps=8",
+      "objective.epochs=1", "objective.sample=0", "train.progress=false"])
+  loop.train(cfg, run_dir=run, log=quiet)
+  return run
+
+
+EXPERIMENT_OF = {"lm": "gpt_wiki", "word2vec": "cbow_wiki", "translation": "seq2seq_attention"}
+OBJECTIVE_OF = {"sample": "lm", "neighbors": "word2vec", "attention": "translation", "bleu": "translation"}
+ARGS_OF = {"neighbors": ["cat"], "attention": ["--src", "three"]}  # what each command needs besides RUN_DIR
+
+
+def unfinished_run(path: Path, objective: str) -> Path:
+  """What `lineage train` has written before its first checkpoint: config.json, no checkpoints/."""
+  path.mkdir()
+  config_lib.save(load_experiment(ROOT / "experiments" / EXPERIMENT_OF[objective]), path / "config.json")
+  return path
+
+
+@pytest.mark.parametrize("command", ["sample", "neighbors", "attention", "bleu"])
+@pytest.mark.parametrize("kind", ["missing", "not a run", "foreign config.json", "unfinished", "wrong objective"])
+def test_a_run_directory_that_cannot_serve_the_command(command, kind, tmp_path, lm_run, w2v_run, capsys):
+  objective = OBJECTIVE_OF[command]
+  if kind == "missing":
+    run = tmp_path / "missing"
+    says = f"{run} does not exist"
+  elif kind == "not a run":
+    run = tmp_path / "empty"
+    run.mkdir()
+    says = f"{run} is not a run directory (no config.json)"
+  elif kind == "foreign config.json":
+    run = tmp_path / "hf_model"  # as a Hugging Face model directory holds
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "n_layer": 12}))
+    says = f"{run} is not a lineage run directory: its config.json does not load"
+  elif kind == "unfinished":
+    run = unfinished_run(tmp_path / "unfinished", objective)
+    says = f"{run} has no checkpoint yet"
+  else:
+    run = w2v_run if objective == "lm" else lm_run
+    other = "word2vec" if objective == "lm" else "lm"
+    says = f"{run} is a {other!r} run; lineage {command} needs a {objective} run"
+  assert says in refused(capsys, command, run, *ARGS_OF.get(command, []))
+
+
+BAD_FLAGS = [  # (command, flags, what the error line says); argparse refuses them before RUN_DIR is looked at
+    ("sample", ["--max-new-tokens", "0"], "argument --max-new-tokens: must be an integer >= 1, got '0'"),
+    ("sample", ["--max-new-tokens", "-5"], "argument --max-new-tokens: must be an integer >= 1, got '-5'"),
+    ("sample", ["--temperature", "-0.5"], "argument --temperature: must be a finite number >= 0, got '-0.5'"),
+    ("sample", ["--temperature", "nan"], "argument --temperature: must be a finite number >= 0, got 'nan'"),
+    ("sample", ["--top-p", "0"], "argument --top-p: must be a number in (0, 1], got '0'"),
+    ("sample", ["--top-p", "1.5"], "argument --top-p: must be a number in (0, 1], got '1.5'"),
+    ("sample", ["--top-k", "-1"], "argument --top-k: must be an integer >= 0, got '-1'"),
+    ("sample", ["--num-samples", "0"], "argument --num-samples: must be an integer >= 1, got '0'"),
+    ("bleu", ["--beam", "0"], "argument --beam: must be an integer >= 1, got '0'"),
+    ("bleu", ["--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got '0'"),
+    ("bleu", ["--split", "dev"], "argument --split: invalid choice: 'dev' (choose from 'train', 'valid', 'test')"),
+    ("attention", ["--beam", "0"], "argument --beam: must be an integer >= 1, got '0'"),
+    ("neighbors", ["-k", "0"], "argument -k: must be an integer >= 1, got '0'"),
+]
+
+
+@pytest.mark.parametrize("command, flags, says", BAD_FLAGS, ids=[" ".join([c, *f]) for c, f, _ in BAD_FLAGS])
+def test_a_flag_out_of_range(command, flags, says, tmp_path, capsys):
+  assert says in refused(capsys, command, tmp_path / "any_run", *ARGS_OF.get(command, []), *flags)
+
+
+def test_prompts_sample_cannot_continue(lm_run, capsys, monkeypatch):
+  line = refused(capsys, "sample", lm_run, "--prompt", "the cat sat on the mat")  # 22 characters
+  assert "--prompt is 22 tokens, too long for the model's context of 16 (model.block_size): give at most 14" in line
+  assert "--prompt is 15 tokens" in refused(capsys, "sample", lm_run, "--prompt", "x" * 15)  # no room for a token
+
+  # The char tokenizer encodes whitespace (a space is a character); a tokenizer may encode it to nothing.
+  encode = CharTokenizer.encode
+  monkeypatch.setattr(CharTokenizer, "encode", lambda self, text: [] if text.isspace() else encode(self, text))
+  assert "--prompt '   ' encodes to no token" in refused(capsys, "sample", lm_run, "--prompt", "   ")
+  monkeypatch.undo()
+
+  # An explicit empty prompt is the default: a document sampled from scratch. The ends of the ranges are valid.
+  assert main(["sample", str(lm_run), "--prompt", "", "--max-new-tokens", "1", "--top-p", "1", "--top-k", "0",
+               "--temperature", "0", "--num-samples", "2"]) == 0
+  assert capsys.readouterr().out.count("---") == 2
+
+
+def test_neighbors_words_and_attention_sources_it_cannot_use(w2v_run, lm_run, capsys):
+  assert "not in the vocabulary: unicorn" in refused(capsys, "neighbors", w2v_run, "unicorn")
+  assert "not in the vocabulary: unicorn" in refused(capsys, "neighbors", w2v_run, "cat", "-", "unicorn")
+  assert "the query names no word" in refused(capsys, "neighbors", w2v_run, "+")
+  assert "give a WORD or an analogy" in refused(capsys, "neighbors", w2v_run)
+  # Blank sources are refused before the run is opened (so any run directory will do).
+  assert "--src '  ' is blank" in refused(capsys, "attention", lm_run, "--src", "  ")
+
+
+def test_compare_metrics_no_run_logged_and_runs_it_can_still_read(lm_run, tmp_path, capsys):
+  missing = tmp_path / "missing"
+  assert f"not run directories (no config.json): {missing}" in refused(capsys, "compare", lm_run, missing)
+  line = refused(capsys, "compare", lm_run, "--plot", "eval/bleu")
+  assert "--plot: no run logged 'eval/bleu'; they logged " in line and "eval/loss" in line
+  assert "--metrics: no run logged 'eval/blue'" in refused(capsys, "compare", lm_run, "--metrics", "step,eval/blue")
+
+  # A run whose last metrics line was cut short by a crash, and one that has not logged yet.
+  TRIED.append("bad input: lineage compare on a run whose metrics.jsonl ends in a line cut short")
+  crashed = tmp_path / "crashed"
+  crashed.mkdir()
+  for name in ("config.json", "metrics.jsonl"):
+    (crashed / name).write_bytes((lm_run / name).read_bytes())
+  with open(crashed / "metrics.jsonl", "a") as f:
+    f.write('{"step": 2, "train/lo')
+  starting = unfinished_run(tmp_path / "starting", "lm")
+  with pytest.warns(UserWarning, match=r"metrics.jsonl:\d+: skipped a line"):
+    assert main(["compare", str(lm_run), str(crashed), str(starting), "--metrics", "step,train/loss"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  at = lines[0].index(" train/loss") + 1  # columns are aligned: read each row's cell there
+  rows = {line.split()[0]: line[at:].split()[0] for line in lines[1:4]}
+  assert rows[f"{crashed.parent.name}/crashed"] == rows[f"{lm_run.parent.name}/lm_run"] != "-"
+  assert rows[f"{starting.parent.name}/starting"] == "-"
+
+
+def test_the_real_cli_refuses_in_one_line(tmp_path):
+  """As a user sees it: the process's whole stderr, and its exit status."""
+  TRIED.append("bad input: lineage sample on a missing directory, in a process of its own")
+  missing = subprocess.run([sys.executable, "-m", "launch.cli", "sample", str(tmp_path / "nope")], cwd=ROOT,
+                           env=cli_env(), capture_output=True, text=True, timeout=120)
+  assert missing.returncode == 2 and missing.stderr == f"lineage sample: error: {tmp_path / 'nope'} does not exist\n"
+  TRIED.append("bad input: lineage bleu --beam 0, in a process of its own")
+  beam = subprocess.run([sys.executable, "-m", "launch.cli", "bleu", str(tmp_path), "--beam", "0"], cwd=ROOT,
+                        env=cli_env(), capture_output=True, text=True, timeout=120)
+  assert beam.returncode == 2 and "Traceback" not in beam.stderr
+  assert beam.stderr == "lineage bleu: error: argument --beam: must be an integer >= 1, got '0' (see lineage bleu --help)\n"
+
+
 def test_report_what_was_tried(capsys):
-  """Last in the file: the tally of faults injected by the tests above that ran."""
+  """Last in the file: the tally of faults injected and bad inputs tried by the tests above that ran."""
   with capsys.disabled():
-    print(f"\ntest_reliability: {len(TRIED)} faults injected:\n  " + "\n  ".join(TRIED))
+    bad = sum(t.startswith("bad input: ") for t in TRIED)
+    print(f"\ntest_reliability: {len(TRIED) - bad} faults injected, {bad} bad inputs tried:\n  " + "\n  ".join(TRIED))

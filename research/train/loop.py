@@ -77,7 +77,11 @@ class _StopSignal:
     self.received = None
 
   def __enter__(self):
-    self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    # On many hosts SIGTERM stays with jax's preemption notifier, which a Python handler would
+    # replace: the host that got it would stop alone and the others wait in the next collective.
+    # Checkpointer.reached_preemption then stops every host at the same step.
+    signals = (signal.SIGINT,) if jax.process_count() > 1 else (signal.SIGTERM, signal.SIGINT)
+    self.previous = {s: signal.signal(s, self._handle) for s in signals}
     return self
 
   def _handle(self, signum, frame):
@@ -162,9 +166,11 @@ def _train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None,
   p = prepare(cfg, task, mesh)
   graphdef, data_sharding = p.graphdef, p.data_sharding
 
+  primary = jax.process_index() == 0  # on many hosts, one writes the run directory's files
   run_dir.mkdir(parents=True, exist_ok=True)
-  config_lib.save(cfg, saved_config)  # after the task has filled in derived fields (vocab_size)
-  task.save_artifacts(run_dir / "artifacts")
+  if primary:
+    config_lib.save(cfg, saved_config)  # after the task has filled in derived fields (vocab_size)
+    task.save_artifacts(run_dir / "artifacts")
 
   # ---------------------------------------------------------------- init, fine-tune or restore
   checkpointer = Checkpointer(run_dir / "checkpoints", keep=tc.keep_checkpoints, every=tc.checkpoint_every)
@@ -193,7 +199,8 @@ def _train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None,
       "compile_seconds": round(compile_seconds, 2), "tokens_per_step": task.tokens_per_step,
       "jax": jax.__version__, "derived": task.derived, **task.facts,
   }
-  (run_dir / "run.json").write_text(json.dumps(facts, indent=2) + "\n")
+  if primary:
+    (run_dir / "run.json").write_text(json.dumps(facts, indent=2) + "\n")
   log(f"model: {p.n_params:,} parameters; mesh {dict(mesh.shape)}; step compiled in {compile_seconds:.1f}s, "
       f"{step_flops / 1e9:.2f} GFLOP per device; peak {peak / 1e9:.0f} GFLOP/s ({peak_source})")
 
@@ -212,7 +219,7 @@ def _train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None,
     return out
 
   # ---------------------------------------------------------------- the loop
-  writer = MetricWriter(run_dir, total_steps=tc.steps, start_step=start, progress=tc.progress)
+  writer = MetricWriter(run_dir, total_steps=tc.steps, start_step=start, progress=tc.progress, primary=primary)
   log = writer.print if tc.progress else log
   window: list[dict] = []  # fetched train metrics since the last log line
   last_eval: dict = {}

@@ -20,23 +20,27 @@ from tqdm import tqdm
 
 
 class MetricWriter:
-  def __init__(self, run_dir: Path, *, total_steps: int, start_step: int, progress: bool):
-    """`start_step`: the step the run starts from (0, or the step of the restored checkpoint)."""
-    repaired = _keep_rows_up_to(run_dir / "metrics.jsonl", start_step)
-    self.jsonl = open(run_dir / "metrics.jsonl", "a")
+  def __init__(self, run_dir: Path, *, total_steps: int, start_step: int, progress: bool, primary: bool = True):
+    """`start_step`: the step the run starts from (0, or the step of the restored checkpoint).
+    On a multi-host run only the primary process (process 0) writes; the others keep quiet."""
+    repaired = _keep_rows_up_to(run_dir / "metrics.jsonl", start_step) if primary else None
+    self.jsonl, self.tb = (open(run_dir / "metrics.jsonl", "a") if primary else None), None
     try:
       from tensorboardX import SummaryWriter
       # A new event file starting with a purge marker: TensorBoard hides the events of
       # earlier files at steps >= start_step + 1, the ones this run logs again.
-      self.tb = SummaryWriter(str(run_dir / "tb"), flush_secs=10, purge_step=start_step + 1)
+      if primary:
+        self.tb = SummaryWriter(str(run_dir / "tb"), flush_secs=10, purge_step=start_step + 1)
     except ImportError:  # TensorBoard is optional; metrics.jsonl is the record
-      self.tb = None
-    self.bar = tqdm(total=total_steps, initial=start_step, disable=not progress, file=sys.stderr,
+      pass
+    self.bar = tqdm(total=total_steps, initial=start_step, disable=not (progress and primary), file=sys.stderr,
                     dynamic_ncols=True, unit="step", mininterval=1.0)
     if repaired:
       self.print(f"{run_dir / 'metrics.jsonl'}: {repaired}")
 
   def write(self, step: int, metrics: dict) -> None:
+    if self.jsonl is None:
+      return
     row = {"step": step, "time": round(time.time(), 3), **{k: _plain(v) for k, v in metrics.items()}}
     self.jsonl.write(json.dumps(row) + "\n")
     self.jsonl.flush()
@@ -55,7 +59,8 @@ class MetricWriter:
 
   def close(self) -> None:
     self.bar.close()
-    self.jsonl.close()
+    if self.jsonl is not None:
+      self.jsonl.close()
     if self.tb is not None:
       self.tb.close()
 
