@@ -155,13 +155,17 @@ class MultiHeadAttention(nnx.Module):
                context_kv: tuple[jax.Array, jax.Array] | None = None, mask: jax.Array | None = None,
                positions: jax.Array | None = None, deterministic: bool = True,
                rngs: nnx.Rngs | None = None) -> jax.Array:
-    """x [B, T, C] -> [B, T, C]. `mask` broadcasts to [B, H, T, keys]; with a KV cache the
-    keys are the cache's max_len slots."""
+    """x [B, T, C] -> [B, T, C].
+
+    `mask` broadcasts to [B, H, T, keys]; with a KV cache the keys are its max_len slots.
+    """
     B, T, C = x.shape
     if self.cross:
+      assert (context is None) != (context_kv is None), "cross-attention takes context or context_kv"
       q = self._heads(self.q(x))
       k, v = context_kv if context_kv is not None else self.project_context(context)
     else:
+      assert context is None and context_kv is None, "self-attention takes no context: build it with cross=True"
       q, k, v = (self._heads(a) for a in jnp.split(self.qkv(x), 3, axis=-1))
     q_offset = 0
     if self.cache_k is not None:  # write this call's keys/values at their positions, attend over the whole cache

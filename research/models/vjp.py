@@ -106,8 +106,8 @@ _layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 # ------------------------------------------------------------------------ attention
 
-# Finite, so a fully masked row (a padded query, an all-padding example) gets uniform weights
-# instead of the NaN that -inf gives (exp(-inf - -inf)); its output is then simply ignored.
+# Finite, so a fully masked row (e.g. in an all-padding example) gets uniform weights instead
+# of the NaN that -inf gives (exp(-inf - -inf)), in the forward and the backward pass.
 MASKED = float(jnp.finfo(jnp.float32).min)
 
 
