@@ -159,3 +159,16 @@ def test_export_is_read_by_from_pretrained_with_the_same_logits(run, capsys):
   assert loaded.keys() == source.keys()
   for k in source:
     np.testing.assert_array_equal(loaded[k], source[k])
+
+
+def test_word_starts_of_a_sentencepiece_vocabulary(run):
+  from research.data.bert import encode_documents, word_starts
+  from research.tokenizers import load_tokenizer
+
+  tokenizer = load_tokenizer(run[1].run_dir / "artifacts" / "tokenizer")
+  starts = word_starts(tokenizer)
+  (sentence,), = encode_documents(["The snow saw the storm."], tokenizer)
+  pieces = [tokenizer.id_to_piece(i) for i in sentence]
+  assert pieces[0].startswith("▁") and starts[sentence[0]]  # encoded with a leading space
+  assert [bool(starts[i]) for i in sentence] == [p.startswith("▁") or p == "." for p in pieces]
+  assert starts[:7].all()  # the specials are words of their own
