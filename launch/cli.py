@@ -18,7 +18,7 @@ from launch.args import nonnegative_float, nonnegative_int, positive_int, probab
 
 
 EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare", "launch.runs", "launch.neighbors", "launch.attention", "launch.bleu",
-                                  "launch.tpu")
+                                  "launch.tpu", "launch.export")
 
 
 def _train(args) -> int:

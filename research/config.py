@@ -243,7 +243,12 @@ def inherit_model(cfg: Config, overrides: list[str] = ()) -> None:
   source_file = Path(cfg.train.init_from) / "config.json"
   if not source_file.is_file():
     return  # validate() names the problem
-  source = json.loads(source_file.read_text()).get("model") or {}
+  saved = json.loads(source_file.read_text())
+  if saved.get("model_type") == "bert":  # a Hugging Face directory, not a run (research/interop/hf_bert.py)
+    from research.interop.hf_bert import model_settings
+
+    saved = {"model": model_settings(saved)}
+  source = saved.get("model") or {}
   if source.get("name") != cfg.model.name:
     raise ConfigError(f"train.init_from={cfg.train.init_from!r} holds a {source.get('name')!r} model; "
                       f"this experiment's model is {cfg.model.name!r}")

@@ -6,6 +6,10 @@ except those matching a `train.init_skip` pattern (fnmatch), which keep their fr
 initialisation: the heads a fine-tuning objective adds. Source parameters the new model
 does not have (a pretraining head) are left behind. A path the source lacks, or a shape
 that differs, is a `ConfigError` naming the first such path and both shapes.
+
+`train.init_from` may also name a Hugging Face BERT directory (config.json with
+"model_type": "bert", model.safetensors), as `lineage export --to hf` writes: its weights
+are renamed to lineage's paths (research/interop/hf_bert.py) and loaded by the same rules.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from research.config import ConfigError
+from research.interop import hf_bert
 
 
 def _path(keys) -> str:
@@ -37,12 +42,10 @@ def _source_shapes(checkpoints: Path) -> tuple[int, dict[str, tuple]]:
   return step, {_path(p[:-1] if _path(p[-1:]) == "value" else p): tuple(meta.shape) for p, meta in flat}
 
 
-def init_from_run(run_dir: str | Path, params: nnx.State, skip: str = "", log=print) -> nnx.State:
-  """`params` (initialised, sharded) with every non-skipped leaf replaced by the source run's."""
-  run_dir = Path(run_dir)
-  step, source = _source_shapes(run_dir / "checkpoints")
+def _select(params: nnx.State, source: dict[str, tuple], skip: str, where: str):
+  """(parameters to load: name -> Variable, names kept fresh); a ConfigError names the first that cannot load."""
   patterns = [p.strip() for p in skip.split(",") if p.strip()]
-  flat, treedef = jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
   load, kept = {}, []
   for keys, variable in flat:
     name, shape = _path(keys), tuple(variable.get_value().shape)
@@ -50,15 +53,32 @@ def init_from_run(run_dir: str | Path, params: nnx.State, skip: str = "", log=pr
       kept.append(name)
       continue
     if name not in source:
-      raise ConfigError(f"train.init_from={str(run_dir)!r} has no parameter {name!r} (shape {shape}); "
+      raise ConfigError(f"train.init_from={where!r} has no parameter {name!r} (shape {shape}); "
                         f"add it to train.init_skip if it is a new head")
     if source[name] != shape:
-      raise ConfigError(f"train.init_from={str(run_dir)!r}: parameter {name!r} has shape {source[name]} there "
+      raise ConfigError(f"train.init_from={where!r}: parameter {name!r} has shape {source[name]} there "
                         f"but {shape} here; the model settings differ")
     load[name] = variable
   unused = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in kept)]
   if unused:
     raise ConfigError(f"train.init_skip pattern(s) {', '.join(map(repr, unused))} match no parameter of this model")
+  return load, kept
+
+
+def _report(log, where, load: dict, kept: list, n_source: int) -> None:
+  left = n_source - len(load)
+  log(f"fine-tuning from {where}: {len(load)} parameters loaded"
+      + (f", {len(kept)} fresh ({', '.join(kept[:4])}{', ...' if len(kept) > 4 else ''})" if kept else "")
+      + (f", {left} of the source not used" if left else ""))
+
+
+def init_from_run(run_dir: str | Path, params: nnx.State, skip: str = "", log=print) -> nnx.State:
+  """`params` (initialised, sharded) with every non-skipped leaf replaced by the source run's."""
+  run_dir = Path(run_dir)
+  if hf_bert.is_hf_bert(run_dir):
+    return init_from_hf(run_dir, params, skip, log)
+  step, source = _source_shapes(run_dir / "checkpoints")
+  load, kept = _select(params, source, skip, str(run_dir))
 
   # Restore exactly the loaded leaves, each straight into its parameter's sharding.
   def nest(names_to_value):
@@ -90,8 +110,21 @@ def init_from_run(run_dir: str | Path, params: nnx.State, skip: str = "", log=pr
     return variable.replace(value=node["value"])
 
   new = jax.tree_util.tree_map_with_path(put, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
-  left = len(set(source) - set(load))
-  log(f"fine-tuning from {run_dir} (step {step}): {len(load)} parameters loaded"
-      + (f", {len(kept)} fresh ({', '.join(kept[:4])}{', ...' if len(kept) > 4 else ''})" if kept else "")
-      + (f", {left} of the source not used" if left else ""))
+  _report(log, f"{run_dir} (step {step})", load, kept, len(source))
+  return new
+
+
+def init_from_hf(directory: str | Path, params: nnx.State, skip: str = "", log=print) -> nnx.State:
+  """`params` with every non-skipped leaf taken from a Hugging Face BERT directory."""
+  _, weights = hf_bert.load_pretrained(directory)
+  load, kept = _select(params, {k: v.shape for k, v in weights.items()}, skip, str(directory))
+
+  def put(keys, variable):
+    name = _path(keys)
+    if name not in load:
+      return variable
+    return variable.replace(value=jax.device_put(weights[name], variable.get_value().sharding))
+
+  new = jax.tree_util.tree_map_with_path(put, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  _report(log, f"{directory} (Hugging Face)", load, kept, len(weights))
   return new
