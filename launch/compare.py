@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+DEFAULT_METRICS = "step,params,train/loss,eval/loss,eval/perplexity,perf/tokens_per_second,perf/mfu"
+
 
 def _flat(d: dict, prefix: str = "") -> dict:
   out = {}
@@ -77,6 +79,8 @@ def _run(args) -> int:
     return 2
   summaries = [summarize(r) for r in run_dirs]
   metrics = args.metrics.split(",")
+  if args.metrics == DEFAULT_METRICS:  # and the accuracies `lineage eval` logged, task by task
+    metrics += sorted({k for s in summaries for k in s if k.startswith("eval/") and k.endswith("/acc")})
   print(table([[f"{r.parent.name}/{r.name}"] + [s.get(m) for m in metrics] for r, s in zip(run_dirs, summaries)],
               ["run"] + metrics))
   diffs = config_differences(run_dirs)
@@ -92,8 +96,9 @@ def _run(args) -> int:
 def register(commands) -> None:
   p = commands.add_parser("compare", help="compare runs: final metrics, config differences, a plot")
   p.add_argument("runs", nargs="+", help="run directories")
-  p.add_argument("--metrics", default="step,params,train/loss,eval/loss,eval/perplexity,perf/tokens_per_second,perf/mfu",
-                 help="comma list of metric names for the table (last logged value of each)")
+  p.add_argument("--metrics", default=DEFAULT_METRICS,
+                 help="comma list of metric names for the table (last logged value of each); "
+                      "by default also every eval/<task>/acc of `lineage eval`")
   p.add_argument("--plot", help="a metric to plot against step, e.g. eval/loss")
   p.add_argument("--out", default="compare.png", help="where the plot goes")
   p.set_defaults(run=_run)
