@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 
-EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare", "launch.neighbors", "launch.attention", "launch.bleu", "launch.eval")
+EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare", "launch.neighbors", "launch.attention", "launch.bleu", "launch.eval",
+                                   "launch.export")
 
 
 def _train(args) -> int:

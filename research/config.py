@@ -242,7 +242,11 @@ def inherit_model(cfg: Config, overrides: list[str] = ()) -> None:
   source_file = Path(cfg.train.init_from) / "config.json"
   if not source_file.is_file():
     return  # validate() names the problem
-  source = json.loads(source_file.read_text()).get("model") or {}
+  source = json.loads(source_file.read_text())
+  if source.get("model_type") == "gpt2":  # a transformers GPT-2 directory (`lineage export --to hf`)
+    from research.interop.hf_gpt2 import model_config
+    source = {"model": model_config(cfg.train.init_from)}
+  source = source.get("model") or {}
   if source.get("name") != cfg.model.name:
     raise ConfigError(f"train.init_from={cfg.train.init_from!r} holds a {source.get('name')!r} model; "
                       f"this experiment's model is {cfg.model.name!r}")

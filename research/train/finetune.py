@@ -5,7 +5,8 @@ loaded from the source run's latest checkpoint by its path (e.g. `encoder/layers
 except those matching a `train.init_skip` pattern (fnmatch), which keep their fresh
 initialisation: the heads a fine-tuning objective adds. Source parameters the new model
 does not have (a pretraining head) are left behind. A path the source lacks, or a shape
-that differs, is a `ConfigError` naming the first such path and both shapes.
+that differs, is a `ConfigError` naming the first such path and both shapes. The source may
+also be a transformers GPT-2 directory (research/interop/hf_gpt2.py).
 """
 
 from __future__ import annotations
@@ -37,12 +38,10 @@ def _source_shapes(checkpoints: Path) -> tuple[int, dict[str, tuple]]:
   return step, {_path(p[:-1] if _path(p[-1:]) == "value" else p): tuple(meta.shape) for p, meta in flat}
 
 
-def init_from_run(run_dir: str | Path, params: nnx.State, skip: str = "", log=print) -> nnx.State:
-  """`params` (initialised, sharded) with every non-skipped leaf replaced by the source run's."""
-  run_dir = Path(run_dir)
-  step, source = _source_shapes(run_dir / "checkpoints")
+def select_parameters(source_dir: str, params: nnx.State, source: dict[str, tuple], skip: str):
+  """({name: variable} to load, [names kept fresh]); a missing or misshapen source is a ConfigError."""
   patterns = [p.strip() for p in skip.split(",") if p.strip()]
-  flat, treedef = jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
   load, kept = {}, []
   for keys, variable in flat:
     name, shape = _path(keys), tuple(variable.get_value().shape)
@@ -50,15 +49,27 @@ def init_from_run(run_dir: str | Path, params: nnx.State, skip: str = "", log=pr
       kept.append(name)
       continue
     if name not in source:
-      raise ConfigError(f"train.init_from={str(run_dir)!r} has no parameter {name!r} (shape {shape}); "
+      raise ConfigError(f"train.init_from={source_dir!r} has no parameter {name!r} (shape {shape}); "
                         f"add it to train.init_skip if it is a new head")
     if source[name] != shape:
-      raise ConfigError(f"train.init_from={str(run_dir)!r}: parameter {name!r} has shape {source[name]} there "
+      raise ConfigError(f"train.init_from={source_dir!r}: parameter {name!r} has shape {source[name]} there "
                         f"but {shape} here; the model settings differ")
     load[name] = variable
   unused = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in kept)]
   if unused:
     raise ConfigError(f"train.init_skip pattern(s) {', '.join(map(repr, unused))} match no parameter of this model")
+  return load, kept
+
+
+def init_from_run(run_dir: str | Path, params: nnx.State, skip: str = "", log=print) -> nnx.State:
+  """`params` (initialised, sharded) with every non-skipped leaf replaced by the source run's."""
+  from research.interop import hf_gpt2
+
+  run_dir = Path(run_dir)
+  if hf_gpt2.is_hf_gpt2(run_dir):  # a transformers GPT-2 directory, e.g. from `lineage export --to hf`
+    return hf_gpt2.init_from_hf(run_dir, params, skip, log)
+  step, source = _source_shapes(run_dir / "checkpoints")
+  load, kept = select_parameters(str(run_dir), params, source, skip)
 
   # Restore exactly the loaded leaves, each straight into its parameter's sharding.
   def nest(names_to_value):

@@ -1,0 +1,1 @@
+"""Moving lineage models to and from other libraries (Hugging Face transformers)."""
