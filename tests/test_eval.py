@@ -10,7 +10,7 @@ from flax import nnx
 
 from launch.cli import main
 from research.evaluate import lm_scoring, tasks
-from research.evaluate.tasks import Doc, Task
+from research.evaluate.tasks import Doc, EvalTask
 from research.models import gpt
 from research.tokenizers import CharTokenizer
 from research.train import loop
@@ -126,11 +126,11 @@ def test_polarity_file_is_100_negative_then_100_positive_sentences():
 
 def test_metrics_acc_acc_norm_and_perplexity():
   docs = [Doc("q", ("a", "bbbb"), 1), Doc("q", ("a", "bbbb"), 0)]
-  choice = Task("t", "choice", docs)
+  choice = EvalTask("t", "choice", docs)
   # Doc 0: "a" -2 beats "bbbb" -3 in sum, but per character -0.75 beats -2; doc 1 the same.
   m = choice.metrics([-2.0, -3.0, -2.0, -3.0], [False] * 4)
   assert (m["acc"], m["acc_norm"], m["n"]) == (0.5, 0.5, 2)
-  m = Task("t", "completion", docs[:2]).metrics([-1.0, -3.0], [True, False])
+  m = EvalTask("t", "completion", docs[:2]).metrics([-1.0, -3.0], [True, False])
   assert m["acc"] == 0.5 and m["perplexity"] == pytest.approx(np.exp(2.0))
 
 

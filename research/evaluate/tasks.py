@@ -49,7 +49,7 @@ import numpy as np
 from research.config import ConfigError
 
 MIN_WORDS = 6  # a line shorter than this is rarely a sentence worth completing
-CONTEXT_CHARS = 4096  # more text than any block holds; the scorer cuts the rest by tokens
+CONTEXT_CHARS = 4096  # ~4 characters a BPE token: fills a 1,024-token block; the scorer cuts by tokens
 ANALOGIES = 300
 POOL_SEED = 0  # which documents form the few-shot pool: fixed, not the --seed of the prompts
 SHOT_SEPARATOR = "\n\n"
@@ -63,7 +63,7 @@ class Doc:
 
 
 @dataclass
-class Task:
+class EvalTask:
   name: str
   kind: str  # "choice" | "completion"
   docs: list[Doc]
@@ -85,7 +85,7 @@ class Task:
             for i, doc in enumerate(self.docs) for choice in doc.choices]
 
   def metrics(self, logprobs: list[float], greedy: list[bool]) -> dict[str, float]:
-    """Task metrics from the scores of `requests()`, in its order."""
+    """The task's metrics from the scores of `requests()`, in its order."""
     n = len(self.docs)
     if self.kind == "completion":
       acc = float(np.mean(greedy))
@@ -142,25 +142,25 @@ def lastword_docs(texts: list[str]) -> list[Doc]:
   return docs
 
 
-def lastword(cfg) -> Task:
+def lastword(cfg) -> EvalTask:
   from research.data.text import load_documents, split_documents
 
   _, held_out = split_documents(load_documents(cfg.data), cfg.data.val_fraction)
   # The delimiter is part of the context here: the scorer moves its trailing space over.
-  return Task("lastword", "completion", lastword_docs(held_out), delimiter="")
+  return EvalTask("lastword", "completion", lastword_docs(held_out), delimiter="")
 
 
-def polarity(cfg=None) -> Task:
+def polarity(cfg=None) -> EvalTask:
   docs = []
   for line in Path(_datapath("pang_lee_polarity.cor")).read_bytes().decode("cp1252").splitlines():
     label, sentence = line.split(" ", 1)
     docs.append(Doc(f"Review: {sentence.strip()}\nSentiment:", ("negative", "positive"),
                     {"__label__neg": 0, "__label__pos": 1}[label]))
   evaluated, pool = _split_pool(docs, 40)
-  return Task("polarity", "choice", evaluated, pool)
+  return EvalTask("polarity", "choice", evaluated, pool)
 
 
-def analogy(cfg=None) -> Task:
+def analogy(cfg=None) -> EvalTask:
   docs = []
   for line in Path(_datapath("questions-words.txt")).read_text(encoding="utf-8").splitlines():
     if line.startswith(":") or not line.strip():
@@ -168,10 +168,10 @@ def analogy(cfg=None) -> Task:
     a, b, c, d = line.split()
     docs.append(Doc(f"{a} is to {b} as {c} is to", (d,)))
   evaluated, pool = _split_pool(docs, 50)
-  return Task("analogy", "completion", evaluated[:ANALOGIES], pool)
+  return EvalTask("analogy", "completion", evaluated[:ANALOGIES], pool)
 
 
-def jsonl(path: str, shots: int) -> Task:
+def jsonl(path: str, shots: int) -> EvalTask:
   file = Path(path).expanduser()
   if not file.is_file():
     raise ConfigError(f"--task jsonl:{path}: no such file")
@@ -191,13 +191,13 @@ def jsonl(path: str, shots: int) -> Task:
   if not docs:
     raise ConfigError(f"{file} holds no documents")
   evaluated, pool = _split_pool(docs, max(shots, len(docs) // 10)) if shots else (docs, [])
-  return Task(f"jsonl_{file.stem}", "choice", evaluated, pool)
+  return EvalTask(f"jsonl_{file.stem}", "choice", evaluated, pool)
 
 
 TASKS = {"lastword": lastword, "polarity": polarity, "analogy": analogy}
 
 
-def load_task(spec: str, cfg, shots: int = 0) -> Task:
+def load_task(spec: str, cfg, shots: int = 0) -> EvalTask:
   """A task by name (`lastword`, `polarity`, `analogy`) or `jsonl:PATH`; `cfg` is the run's config."""
   if spec.startswith("jsonl:"):
     task = jsonl(spec[len("jsonl:"):], shots)
@@ -214,7 +214,7 @@ def load_task(spec: str, cfg, shots: int = 0) -> Task:
   return task
 
 
-def evaluate(task: Task, model, tokenizer, block_size: int, *, shots: int = 0, seed: int = 0,
+def evaluate(task: EvalTask, model, tokenizer, block_size: int, *, shots: int = 0, seed: int = 0,
              batch_size: int = 16) -> dict[str, float]:
   """The task's metrics for a model mapping tokens [B, T] -> logits [B, T, V]."""
   from research.evaluate.lm_scoring import score_texts
