@@ -16,9 +16,8 @@ from pathlib import Path
 
 from launch.args import nonnegative_float, nonnegative_int, positive_int, probability
 
-
 EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare", "launch.runs", "launch.neighbors", "launch.attention", "launch.bleu",
-                                  "launch.tpu", "launch.export")
+                                  "launch.eval", "launch.export", "launch.tpu")
 
 
 def _train(args) -> int:
@@ -37,10 +36,22 @@ def _train(args) -> int:
   return 0 if result.status == "done" else 3
 
 
+def _print_stream(chunks, tokenizer, first: list[int]) -> None:
+  """Prints each chunk's text as it arrives; an incomplete UTF-8 character waits for its bytes."""
+  ids, shown = list(first), ""
+  for chunk in chunks:
+    ids += chunk[0].tolist()
+    text = tokenizer.decode(ids[1:]).rstrip("\ufffd")
+    print(text[len(shown):], end="", flush=True)
+    shown = text
+  print(tokenizer.decode(ids[1:])[len(shown):])
+
+
 def _sample(args) -> int:
   import jax.numpy as jnp
+  import numpy as np
 
-  from research.decode import SamplingConfig, generate
+  from research.decode import SamplingConfig, generate, generate_stream
   from research.run import load_run
   from research.tokenizers import load_tokenizer
 
@@ -57,12 +68,24 @@ def _sample(args) -> int:
     return 2
   new = min(args.max_new_tokens, block - len(ids))
   sampling = SamplingConfig(max_new_tokens=new, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-  prompt = jnp.asarray([ids] * args.num_samples, jnp.int32)
-  tokens = generate(model, prompt, sampling, seed=args.seed)
-  print(f"# {run_dir} at step {step}; {sampling}; seed {args.seed}", file=sys.stderr)
-  for row in tokens.tolist():
-    print(tokenizer.decode(row[1:]))
-    print("---")
+  batch = 1 if args.stream else min(args.batch or args.num_samples, args.num_samples)
+  if args.stream and args.batch > 1:
+    print("lineage sample: error: --stream prints one sample as it is drawn; use --batch 1", file=sys.stderr)
+    return 2
+  print(f"# {run_dir} at step {step}; {sampling}; seed {args.seed}"
+        + (f" (+1 per batch of {batch})" if batch < args.num_samples else ""), file=sys.stderr)
+  prompt = jnp.asarray([ids] * batch, jnp.int32)
+  # Batch j draws with seed + j; every batch has the same shape, so one program serves them all.
+  for j in range(-(-args.num_samples // batch)):
+    if args.stream:
+      _print_stream(generate_stream(model, prompt, sampling, seed=args.seed + j, chunk=args.stream_chunk),
+                    tokenizer, ids)
+      print("---")
+      continue
+    rows = np.asarray(generate(model, prompt, sampling, seed=args.seed + j)).tolist()
+    for row in rows[:args.num_samples - j * batch]:
+      print(tokenizer.decode(row[1:]))
+      print("---")
   return 0
 
 
@@ -105,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--top-k", type=nonnegative_int, default=0, help="sample from the k most likely tokens (0 = all)")
   p.add_argument("--top-p", type=probability, default=1.0, help="nucleus sampling mass in (0, 1] (1 = off)")
   p.add_argument("--num-samples", type=positive_int, default=1)
+  p.add_argument("--batch", type=nonnegative_int, default=0, help="samples drawn per call (default: all at once)")
+  p.add_argument("--stream", action="store_true", help="print each sample's tokens as they are drawn")
+  p.add_argument("--stream-chunk", type=positive_int, default=8, help="tokens per decoding call when streaming")
   p.add_argument("--seed", type=int, default=0)
   p.set_defaults(run=_sample)
 

@@ -1,11 +1,13 @@
-"""`lineage export`: a run's model in another library's format.
+"""`lineage export RUN --to hf OUT_DIR`: a run's model as a Hugging Face `transformers` directory.
 
-    lineage export runs/bert_wiki/<run> --to hf OUT_DIR
+    lineage export runs/bert_wiki/<run> --to hf exported/bert_wiki   # BertForPreTraining.from_pretrained
+    lineage export runs/gpt_wiki/<run> --to hf exported/gpt_wiki     # GPT2LMHeadModel.from_pretrained
 
-`--to hf` writes a BERT run as a Hugging Face directory (config.json, model.safetensors)
-that `transformers.BertForPreTraining.from_pretrained(OUT_DIR)` loads, with the run's
-tokenizer under OUT_DIR/artifacts/tokenizer, so OUT_DIR also works as `train.init_from`.
-Weights of the latest checkpoint; research/interop/hf_bert.py holds the name mapping.
+One exporter per architecture, found by the run's `model.name` in EXPORTERS; each takes the
+loaded run (weights of its latest checkpoint) and the output directory, writes config.json,
+model.safetensors and the run's tokenizer under OUT_DIR/artifacts/tokenizer (so OUT_DIR also
+works as `train.init_from`), and returns what it wrote. The name mappings live in
+research/interop/hf_bert.py and hf_gpt2.py.
 """
 
 from __future__ import annotations
@@ -13,24 +15,43 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _export(args) -> int:
+def export_bert(run, out_dir: Path) -> str:
   from research.interop import hf_bert
-  from research.run import RunError, load_run
   from research.tokenizers import load_tokenizer
 
+  hf_bert.save_pretrained(run.model, run.cfg.model, out_dir, load_tokenizer(run.artifacts / "tokenizer"))
+  return "a transformers BertForPreTraining (config.json, model.safetensors) and the tokenizer in artifacts/tokenizer"
+
+
+def export_gpt2(run, out_dir: Path) -> str:
+  from flax import nnx
+
+  from research.interop import hf_gpt2
+
+  hf_gpt2.export(run.cfg.model, nnx.state(run.model, nnx.Param), out_dir, run.artifacts / "tokenizer")
+  return "a transformers GPT2LMHeadModel (config.json, model.safetensors) and the tokenizer in artifacts/tokenizer"
+
+
+EXPORTERS = {"bert": export_bert, "gpt": export_gpt2}
+
+
+def _export(args) -> int:
+  from research.run import RunError, load_config, load_run
+
+  cfg = load_config(args.run_dir, command="lineage export")
+  exporter = EXPORTERS.get(cfg.model.name)
+  if exporter is None:
+    raise RunError(f"{args.run_dir} holds a {cfg.model.name!r} model; lineage export --to hf knows "
+                   f"{', '.join(EXPORTERS)}")
   run = load_run(args.run_dir, command="lineage export")
-  if run.cfg.model.name != "bert":
-    raise RunError(f"{run.dir} holds a {run.cfg.model.name!r} model; --to hf exports BERT runs")
-  out = hf_bert.save_pretrained(run.model, run.cfg.model, args.out_dir, load_tokenizer(run.artifacts / "tokenizer"))
-  print(f"wrote {run.dir} at step {run.step} to {out} (config.json, model.safetensors, artifacts/tokenizer/); "
-        f"load it with transformers.BertForPreTraining.from_pretrained({str(out)!r})")
+  what = exporter(run, Path(args.out_dir))
+  print(f"{args.out_dir}: {what}, from {run.dir} at step {run.step}")
   return 0
 
 
 def register(commands) -> None:
-  p = commands.add_parser("export", help="write a run's model in another library's format (BERT -> Hugging Face)",
-                          description=__doc__.split("\n\n")[0])
-  p.add_argument("run_dir", help="a run directory of a BERT experiment, e.g. runs/bert_wiki/<run>")
-  p.add_argument("--to", required=True, choices=["hf"], help="the format: hf = Hugging Face transformers")
-  p.add_argument("out_dir", type=Path, help="the directory to write (created if missing)")
+  p = commands.add_parser("export", help="write a run's model as a Hugging Face transformers directory")
+  p.add_argument("run_dir", help="a run directory made by `lineage train` (a BERT or GPT run)")
+  p.add_argument("--to", required=True, choices=("hf",), help="the format (hf: transformers save_pretrained layout)")
+  p.add_argument("out_dir", help="the directory to write (created; files in it are replaced)")
   p.set_defaults(run=_export)

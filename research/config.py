@@ -248,6 +248,10 @@ def inherit_model(cfg: Config, overrides: list[str] = ()) -> None:
     from research.interop.hf_bert import model_settings
 
     saved = {"model": model_settings(saved)}
+  elif saved.get("model_type") == "gpt2":  # a transformers GPT-2 directory (research/interop/hf_gpt2.py)
+    from research.interop.hf_gpt2 import model_config
+
+    saved = {"model": model_config(cfg.train.init_from)}
   source = saved.get("model") or {}
   if source.get("name") != cfg.model.name:
     raise ConfigError(f"train.init_from={cfg.train.init_from!r} holds a {source.get('name')!r} model; "

@@ -16,7 +16,8 @@ Two kinds of model supply a step function:
   its own predictions.
 - A decoder-only LM with a KV cache (`init_cache` / `clear_cache`, called with `positions`)
   goes through `lm_decoder`: the prompt is prefilled into the cache in one call, then
-  `generate` steps one token at a time, prefill and loop in one compiled program.
+  `generate` steps one token at a time, prefill and loop in one compiled program;
+  `generate_stream` yields the same tokens a chunk of steps at a time, as they are drawn.
 
 Outputs exclude the start token and hold pad after eos.
 """
@@ -95,12 +96,11 @@ def next_token(logits: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> jax.Ar
 # -------------------------------------------------------------- greedy and sampled decoding
 
 
-def _feed_back(step_fn: StepFn, state: State, start: jax.Array, choose, *, max_len: int,
-               eos_id: int | None, pad_id: int, row_limit: jax.Array | None) -> jax.Array:
-  """Feeds each chosen token back as the next input: tokens [N, max_len].
+def _feed_back_steps(step_fn: StepFn, carry, steps: jax.Array, choose, *, eos_id: int | None, pad_id: int,
+                     row_limit: jax.Array | None):
+  """The loop of `_feed_back` over step numbers `steps`: (carry (token, done, state), tokens [N, len(steps)]).
 
-  choose(logits [N, V], t) -> token [N]. A row stops at eos (then pad); with `row_limit` [N],
-  eos is forced as a row's token number row_limit (counting from 1) if it has not ended yet.
+  Split from `_feed_back` so a stream can run the loop a chunk of steps at a time.
   """
   def body(carry, t):
     token, done, state = carry
@@ -113,9 +113,20 @@ def _feed_back(step_fn: StepFn, state: State, start: jax.Array, choose, *, max_l
       done = done | (token == eos_id)
     return (token, done, state), token
 
+  carry, tokens = jax.lax.scan(body, carry, steps)
+  return carry, tokens.T
+
+
+def _feed_back(step_fn: StepFn, state: State, start: jax.Array, choose, *, max_len: int,
+               eos_id: int | None, pad_id: int, row_limit: jax.Array | None) -> jax.Array:
+  """Feeds each chosen token back as the next input: tokens [N, max_len].
+
+  choose(logits [N, V], t) -> token [N]. A row stops at eos (then pad); with `row_limit` [N],
+  eos is forced as a row's token number row_limit (counting from 1) if it has not ended yet.
+  """
   carry = (start.astype(jnp.int32), jnp.zeros(start.shape, bool), state)
-  _, tokens = jax.lax.scan(body, carry, jnp.arange(max_len))
-  return tokens.T
+  return _feed_back_steps(step_fn, carry, jnp.arange(max_len), choose, eos_id=eos_id, pad_id=pad_id,
+                          row_limit=row_limit)[1]
 
 
 def greedy_search(step_fn: StepFn, state: State, start: jax.Array, *, max_len: int,
@@ -130,9 +141,13 @@ def sample(step_fn: StepFn, state: State, start: jax.Array, rng: jax.Array, cfg:
            eos_id: int | None = None, pad_id: int = PAD_ID, row_limit: jax.Array | None = None) -> jax.Array:
   """cfg.max_new_tokens tokens drawn one at a time: [N, max_new_tokens]. Step t draws with
   fold_in(rng, t), so the result is a function of the seed alone."""
-  choose = lambda logits, t: next_token(logits, jax.random.fold_in(rng, t), cfg)
-  return _feed_back(step_fn, state, start, choose, max_len=cfg.max_new_tokens, eos_id=eos_id,
+  return _feed_back(step_fn, state, start, _sampler(rng, cfg), max_len=cfg.max_new_tokens, eos_id=eos_id,
                     pad_id=pad_id, row_limit=row_limit)
+
+
+def _sampler(rng: jax.Array, cfg: SamplingConfig):
+  """choose(logits, t) of `sample`: step t draws with fold_in(rng, t)."""
+  return lambda logits, t: next_token(logits, jax.random.fold_in(rng, t), cfg)
 
 
 # ---------------------------------------------------------------------------- beam search
@@ -263,8 +278,19 @@ def lm_decoder(model: nnx.Module, prompt: jax.Array) -> tuple[StepFn, State, jax
   leads with the batch, so beam search could reorder it; the RNN LM's [layers, B, H] could not.)
   """
   P = prompt.shape[1]
-  if P > 1:
-    model(prompt[:, :-1], positions=jnp.arange(P - 1))
+  _prefill(model, prompt)
+  step_fn, cache = _cached_step(model)
+  return step_fn, (cache, jnp.asarray(P - 1, jnp.int32)), prompt[:, -1]
+
+
+def _prefill(model: nnx.Module, prompt: jax.Array) -> None:
+  """Writes the keys and values of all but the last prompt token into the model's cache."""
+  if prompt.shape[1] > 1:
+    model(prompt[:, :-1], positions=jnp.arange(prompt.shape[1] - 1))
+
+
+def _cached_step(model: nnx.Module) -> tuple[StepFn, State]:
+  """(step_fn over (cache, position), the model's cache now): one token in, its logits out."""
   graphdef, params, cache = nnx.split(model, nnx.Param, ...)
 
   def step_fn(state, token):
@@ -273,7 +299,7 @@ def lm_decoder(model: nnx.Module, prompt: jax.Array) -> tuple[StepFn, State, jax
     logits = m(token[:, None], positions=position + jnp.arange(1))[:, 0]
     return logits, (nnx.split(m, nnx.Param, ...)[2], position + 1)
 
-  return step_fn, (cache, jnp.asarray(P - 1, jnp.int32)), prompt[:, -1]
+  return step_fn, cache
 
 
 @functools.partial(nnx.jit, static_argnames=("cfg",))
@@ -282,19 +308,59 @@ def _generate(model, prompt, rng, *, cfg: SamplingConfig):
   return jnp.concatenate([prompt, sample(step_fn, state, start, rng, cfg)], axis=1)
 
 
-def generate(model: nnx.Module, prompt: jax.Array, cfg: SamplingConfig, *, seed: int = 0,
-             max_len: int | None = None) -> jax.Array:
-  """prompt [B, P] int32 -> tokens [B, P + max_new_tokens]. Deterministic for a given seed;
-  one compiled program (prefill and the decoding loop) per shape and SamplingConfig."""
-  B, P = prompt.shape
-  max_len = max_len or model.cfg.block_size
+def _check_lengths(model: nnx.Module, prompt, cfg: SamplingConfig, max_len: int | None) -> int:
+  P, max_len = prompt.shape[1], max_len or model.cfg.block_size
   if P == 0:
     raise ValueError("generate needs at least one prompt token (e.g. bos or eos)")
   if P + cfg.max_new_tokens > max_len:
     raise ValueError(f"prompt ({P} tokens) + max_new_tokens ({cfg.max_new_tokens}) exceeds the "
                      f"model's context of {max_len} tokens")
-  model.init_cache(B, max_len)
+  return max_len
+
+
+def generate(model: nnx.Module, prompt: jax.Array, cfg: SamplingConfig, *, seed: int = 0,
+             max_len: int | None = None) -> jax.Array:
+  """prompt [B, P] int32 -> tokens [B, P + max_new_tokens]. Deterministic for a given seed;
+  one compiled program (prefill and the decoding loop) per shape and SamplingConfig."""
+  model.init_cache(prompt.shape[0], _check_lengths(model, prompt, cfg, max_len))
   try:
     return _generate(model, jnp.asarray(prompt, jnp.int32), jax.random.key(seed), cfg=cfg)
   finally:
     model.clear_cache()  # the model goes back to whole-sequence use
+
+
+# A stream runs the same loop a chunk at a time: nnx.jit carries the model's KV cache from
+# one call to the next (it writes the cache variables back into the model after each call).
+_prefill_jit = nnx.jit(_prefill)
+
+
+@functools.partial(nnx.jit, static_argnames=("cfg", "n"))
+def _sample_chunk(model, carry, rng, t0, *, cfg: SamplingConfig, n: int):
+  step_fn, cache = _cached_step(model)
+  token, done, position = carry
+  (token, done, (cache, position)), tokens = _feed_back_steps(
+      step_fn, (token, done, (cache, position)), t0 + jnp.arange(n), _sampler(rng, cfg), eos_id=None,
+      pad_id=PAD_ID, row_limit=None)
+  nnx.update(model, cache)
+  return tokens, (token, done, position)
+
+
+def generate_stream(model: nnx.Module, prompt: jax.Array, cfg: SamplingConfig, *, seed: int = 0, chunk: int = 8,
+                    max_len: int | None = None):
+  """Yields the new tokens [B, n] of `generate` as they are drawn, `chunk` steps at a time.
+
+  The same tokens as `generate(model, prompt, cfg, seed=seed)[:, P:]`: step t still draws with
+  fold_in(key(seed), t). Compiled: the prefill, the chunk, and a shorter last chunk if any.
+  """
+  prompt = jnp.asarray(prompt, jnp.int32)
+  model.init_cache(prompt.shape[0], _check_lengths(model, prompt, cfg, max_len))
+  try:
+    _prefill_jit(model, prompt)
+    carry = (prompt[:, -1], jnp.zeros(prompt.shape[:1], bool), jnp.asarray(prompt.shape[1] - 1, jnp.int32))
+    rng = jax.random.key(seed)
+    for t0 in range(0, cfg.max_new_tokens, chunk):
+      tokens, carry = _sample_chunk(model, carry, rng, jnp.asarray(t0, jnp.int32), cfg=cfg,
+                                    n=min(chunk, cfg.max_new_tokens - t0))
+      yield tokens
+  finally:
+    model.clear_cache()

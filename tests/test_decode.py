@@ -223,6 +223,16 @@ def test_sampling_is_seeded_compiles_once_and_respects_top_k(model, monkeypatch)
   assert np.all(np.any(np.asarray(a[:, 3:, None]) == np.asarray(top3), axis=-1))
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_stream_yields_the_tokens_of_generate_chunk_by_chunk(model, temperature):
+  prompt = jnp.array([[4, 8, 4], [2, 2, 9]])
+  s = SamplingConfig(max_new_tokens=13, temperature=temperature, top_k=20)
+  chunks = list(decode.generate_stream(model, prompt, s, seed=5, chunk=5))
+  assert [c.shape for c in chunks] == [(2, 5), (2, 5), (2, 3)]  # the KV cache carried between calls
+  np.testing.assert_array_equal(np.concatenate(chunks, axis=1), generate(model, prompt, s, seed=5)[:, 3:])
+  assert model.blocks[0].attn.cache_k is None  # cleared after the stream, as after generate
+
+
 def test_sampling_respects_top_p(model):
   prompt = jnp.array([[4, 4, 4]] * 2)
   s = SamplingConfig(max_new_tokens=15, temperature=0.5, top_p=0.3)

@@ -122,6 +122,15 @@ def test_loss_falls_and_run_directory_is_complete(corpus, tmp_path, capsys):
                "--temperature", "0"]) == 0
   first = capsys.readouterr().out.splitlines()[0]
   assert first.startswith("the owl b") and len(first) == len("the owl b") + 5 and "sa" in first
+  # Streamed samples are the batched ones: batch j draws with seed + j either way.
+  sample = ["sample", str(tmp_path / "run"), "--prompt", "the", "--max-new-tokens", "11", "--num-samples", "3",
+            "--seed", "4"]
+  assert main(sample + ["--batch", "1"]) == 0
+  batched = capsys.readouterr().out
+  assert main(sample + ["--stream", "--stream-chunk", "4"]) == 0
+  assert capsys.readouterr().out == batched and batched.count("---") == 3
+  assert main(sample + ["--batch", "2"]) == 0
+  assert capsys.readouterr().out.count("---") == 3
 
 
 class PoisonedTask(lm.Task):

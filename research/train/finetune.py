@@ -7,9 +7,9 @@ initialisation: the heads a fine-tuning objective adds. Source parameters the ne
 does not have (a pretraining head) are left behind. A path the source lacks, or a shape
 that differs, is a `ConfigError` naming the first such path and both shapes.
 
-`train.init_from` may also name a Hugging Face BERT directory (config.json with
-"model_type": "bert", model.safetensors), as `lineage export --to hf` writes: its weights
-are renamed to lineage's paths (research/interop/hf_bert.py) and loaded by the same rules.
+`train.init_from` may also name a Hugging Face directory as `lineage export --to hf` writes
+(config.json with "model_type" "bert" or "gpt2", model.safetensors): its weights are
+renamed to lineage's paths (research/interop/hf_bert.py, hf_gpt2.py) and loaded by the same rules.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _source_shapes(checkpoints: Path) -> tuple[int, dict[str, tuple]]:
   return step, {_path(p[:-1] if _path(p[-1:]) == "value" else p): tuple(meta.shape) for p, meta in flat}
 
 
-def _select(params: nnx.State, source: dict[str, tuple], skip: str, where: str):
+def select_parameters(where: str, params: nnx.State, source: dict[str, tuple], skip: str):
   """(parameters to load: name -> Variable, names kept fresh); a ConfigError names the first that cannot load."""
   patterns = [p.strip() for p in skip.split(",") if p.strip()]
   flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
@@ -77,8 +77,12 @@ def init_from_run(run_dir: str | Path, params: nnx.State, skip: str = "", log=pr
   run_dir = Path(run_dir)
   if hf_bert.is_hf_bert(run_dir):
     return init_from_hf(run_dir, params, skip, log)
+  from research.interop import hf_gpt2
+
+  if hf_gpt2.is_hf_gpt2(run_dir):
+    return hf_gpt2.init_from_hf(run_dir, params, skip, log)
   step, source = _source_shapes(run_dir / "checkpoints")
-  load, kept = _select(params, source, skip, str(run_dir))
+  load, kept = select_parameters(str(run_dir), params, source, skip)
 
   # Restore exactly the loaded leaves, each straight into its parameter's sharding.
   def nest(names_to_value):
@@ -117,7 +121,7 @@ def init_from_run(run_dir: str | Path, params: nnx.State, skip: str = "", log=pr
 def init_from_hf(directory: str | Path, params: nnx.State, skip: str = "", log=print) -> nnx.State:
   """`params` with every non-skipped leaf taken from a Hugging Face BERT directory."""
   _, weights = hf_bert.load_pretrained(directory)
-  load, kept = _select(params, {k: v.shape for k, v in weights.items()}, skip, str(directory))
+  load, kept = select_parameters(str(directory), params, {k: v.shape for k, v in weights.items()}, skip)
 
   def put(keys, variable):
     name = _path(keys)

@@ -140,3 +140,15 @@ def read_metrics(run_dir: Path) -> list[dict]:
     else:
       rows.append(row)
   return rows
+
+
+def append_metrics(run_dir: Path, step: int, metrics: dict) -> None:
+  """One row appended to a run's metrics.jsonl from outside its trainer (`lineage eval`).
+
+  At a checkpoint's step, so a run resumed from that checkpoint keeps the row.
+  """
+  path = Path(run_dir) / "metrics.jsonl"
+  glue = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+  row = {"step": step, "time": round(time.time(), 3), **{k: _plain(v) for k, v in metrics.items()}}
+  with open(path, "a") as f:
+    f.write(("\n" if glue else "") + json.dumps(row) + "\n")
