@@ -9,8 +9,11 @@ than one whose last dim is narrow (C). So:
   - `matmul`: x @ w whose backward materialises the narrow x^T behind an optimization
     barrier, so XLA cannot choose to transpose the wide output gradient instead; kernels
     are stored [narrow, wide] (see layers.Dense);
-  - `layer_norm` and `causal_attention`: backward passes written out (a few fused passes).
-Each equals autodiff of the plain formula to float tolerance (tests/test_vjp.py).
+  - `layer_norm` and `attention` (any boolean mask, causal or not): backward passes written
+    out (a few fused passes).
+Each equals autodiff of the plain formula to float tolerance (tests/test_vjp.py,
+tests/test_attention.py). The matmul trick answers an XLA:CPU layout choice, so it is
+switchable (`set_cpu_tricks`); the others are just fewer passes and stay on everywhere.
 """
 
 from __future__ import annotations
@@ -20,6 +23,27 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+
+
+# ------------------------------------------------------------------------ the CPU switch
+
+_cpu_tricks: bool | None = None
+
+
+def set_cpu_tricks(on: bool | None) -> None:
+  """Turns the XLA:CPU compute tricks (`matmul` in layers.Dense) on, off, or None = automatic.
+
+  Read when a function is traced: set it before jit compiles a step. It changes only how
+  the gradient is computed, never the parameters: layers.Dense keeps its storage layout
+  either way, so shapes and checkpoints do not depend on the backend.
+  """
+  global _cpu_tricks
+  _cpu_tricks = on
+
+
+def cpu_tricks() -> bool:
+  """Whether to use the tricks now: the setting, or automatically on the CPU backend only."""
+  return jax.default_backend() == "cpu" if _cpu_tricks is None else _cpu_tricks
 
 
 # ------------------------------------------------------------------------ matmul
@@ -82,40 +106,72 @@ _layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 # ------------------------------------------------------------------------ attention
 
+# Finite, so a fully masked row (e.g. in an all-padding example) gets uniform weights instead
+# of the NaN that -inf gives (exp(-inf - -inf)), in the forward and the backward pass.
+MASKED = float(jnp.finfo(jnp.float32).min)
+
+
+def causal_mask(q_len: int, k_len: int, offset: jax.Array | int = 0) -> jax.Array:
+  """[q_len, k_len], True = attend: query i, at absolute position offset + i, sees keys <= it.
+
+  offset = 0 with q_len = k_len is the usual lower triangle; with a KV cache of k_len slots,
+  offset is the position of the first query (keys past it are unwritten and stay hidden).
+  """
+  return jnp.arange(q_len)[:, None] + offset >= jnp.arange(k_len)[None, :]
+
+
+def attention_mask(q_len: int, k_len: int, mask: jax.Array | None = None, *, causal: bool = False,
+                   q_offset: jax.Array | int = 0) -> jax.Array | None:
+  """`mask` (boolean, broadcastable to [B, H, q_len, k_len]) and, if `causal`, the causal mask."""
+  if not causal:
+    return mask
+  tril = causal_mask(q_len, k_len, q_offset)
+  return tril if mask is None else jnp.logical_and(mask, tril)
+
+
+def attention_weights(q: jax.Array, k: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """softmax(q k^T / sqrt(d)) over the keys where `mask` is True: [B, H, Tq, Tk], in float32."""
+  scores = jnp.einsum("bhqd,bhkd->bhqk", q * (1.0 / math.sqrt(q.shape[-1])), k).astype(jnp.float32)
+  if mask is not None:
+    scores = jnp.where(mask, scores, MASKED)
+  return jax.nn.softmax(scores, axis=-1)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None, *,
+              causal: bool = False, q_offset: jax.Array | int = 0) -> jax.Array:
+  """softmax(q k^T / sqrt(d)) v (Vaswani et al. 2017, eq. 1): q [B, H, Tq, D], k, v [B, H, Tk, D].
+
+  `mask` is boolean (True = attend), broadcastable to [B, H, Tq, Tk]: padding of the keys
+  (layers.padding_mask) or anything else. `causal` adds causal_mask(Tq, Tk, q_offset). The
+  mask gets no gradient. With neither, no mask is built at all.
+  """
+  return _attention(q, k, v, attention_mask(q.shape[-2], k.shape[-2], mask, causal=causal, q_offset=q_offset))
+
 
 @jax.custom_vjp
-def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-  """softmax(q k^T / sqrt(d) + causal mask) v on [B, H, T, D] (Vaswani et al. 2017, eq. 1)."""
-  return _attention_fwd(q, k, v)[0]
+def _attention(q, k, v, mask):
+  return _attention_fwd(q, k, v, mask)[0]
 
 
-def _attention_fwd(q, k, v):
-  T, D = q.shape[-2], q.shape[-1]
-  scores = jnp.einsum("bhqd,bhkd->bhqk", q * (1.0 / math.sqrt(D)), k).astype(jnp.float32)
-  scores = jnp.where(jnp.tril(jnp.ones((T, T), bool)), scores, -jnp.inf)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+def _attention_fwd(q, k, v, mask):
+  probs = attention_weights(q, k, mask).astype(v.dtype)
   out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
-  return out, (q, k, v, probs, out)
+  return out, (q, k, v, mask, probs, out)
 
 
 def _attention_bwd(res, dout):
-  q, k, v, probs, out = res
+  q, k, v, mask, probs, out = res
   scale = 1.0 / math.sqrt(q.shape[-1])
   dv = jnp.einsum("bhqk,bhqd->bhkd", probs, dout)
   dprobs = jnp.einsum("bhqd,bhkd->bhqk", dout, v)
   # Softmax backward: p * (dp - sum_k p dp), and sum_k p dp = sum_d dout * out. Masked p are 0.
   dscores = probs * (dprobs - (dout * out).sum(-1, keepdims=True))
+  if mask is not None:
+    # ...except in a fully masked row, whose uniform weights do not depend on its scores.
+    dscores = jnp.where(mask, dscores, 0.0)
   dq = jnp.einsum("bhqk,bhkd->bhqd", dscores, k) * scale
   dk = jnp.einsum("bhqk,bhqd->bhkd", dscores, q) * scale
-  return dq, dk, dv
+  return dq, dk, dv, None
 
 
-causal_attention.defvjp(_attention_fwd, _attention_bwd)
-
-
-_CPU_TRICKS: bool | None = None  # TEMPORARY stand-in until the attention branch lands
-
-
-def set_cpu_tricks(on: bool | None) -> None:
-  global _CPU_TRICKS
-  _CPU_TRICKS = on
+_attention.defvjp(_attention_fwd, _attention_bwd)
