@@ -64,7 +64,10 @@ class TokenizerConfig:
 class OptimConfig:
   lr: float = 6e-4  # peak learning rate, reached after warmup
   warmup_steps: int = 100
-  schedule: str = "cosine"  # "cosine" (to min_lr_ratio * lr at train.steps) | "constant"
+  # "cosine" (to min_lr_ratio * lr at train.steps) | "constant" | "inverse_sqrt": the Transformer's
+  # lr * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), where lr is a scale (1.0 in the paper)
+  schedule: str = "cosine"
+  d_model: int = 0  # inverse_sqrt only: 0 = model.n_embd, filled in by the task
   min_lr_ratio: float = 0.1
   weight_decay: float = 0.1  # AdamW, applied to matrices only (not biases, norms)
   beta1: float = 0.9
@@ -300,7 +303,7 @@ def validate(cfg: Config) -> None:
   need(0.0 < cfg.data.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {cfg.data.val_fraction}")
   need(cfg.data.txt_unit in ("document", "paragraph", "line"),
        f"data.txt_unit must be 'document', 'paragraph' or 'line', got {cfg.data.txt_unit!r}")
-  one_of("optim.schedule", cfg.optim.schedule, ("cosine", "constant"))
+  one_of("optim.schedule", cfg.optim.schedule, ("cosine", "constant", "inverse_sqrt"))
   one_of("train.cpu_tricks", t.cpu_tricks, ("auto", "on", "off"))
   need(not t.init_from or Path(t.init_from, "config.json").is_file(),
        f"train.init_from={t.init_from!r} is not a run directory (no config.json)")

@@ -135,4 +135,4 @@ def test_what_gpt2_or_lineage_cannot_express_is_refused(tmp_path, capsys):
   capsys.readouterr()
   assert main(["export", str(run), "--to", "hf", str(tmp_path / "out")]) == 2
   err = capsys.readouterr().err.strip()
-  assert "\n" not in err and "lineage export --to hf knows gpt" in err
+  assert "\n" not in err and "lineage export --to hf knows bert, gpt" in err

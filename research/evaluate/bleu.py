@@ -20,17 +20,22 @@ def translate_texts(model, sources: list[str], src_tok, tgt_tok, *, batch_size: 
   """Source sentences -> translations, in batches of a fixed shape (one compiled decoder).
 
   `model` is any `research.decode.EncoderDecoder`. A source longer than its `max_src_len` is
-  cut to it: evaluation never drops a sentence.
+  cut to it: evaluation never drops a sentence. A model with a `max_len_offset` (the
+  Transformer: 50, Vaswani et al. 2017 sec 6.1) translates each sentence to at most its
+  source length + that many tokens; others to their `max_tgt_len`.
   """
   from research.data.translation import pad_rows
   from research.decode import translate
+  from research.tokenizers import PAD_ID
 
+  offset = getattr(model, "max_len_offset", 0)
   ids = src_tok.encode_batch(sources)
   out = []
   for start in range(0, len(ids), batch_size):
     rows = ids[start:start + batch_size]
     src = pad_rows(rows + [[src_tok.eos_id]] * (batch_size - len(rows)), model.max_src_len)
-    tokens = np.asarray(translate(model, src, beam_size=beam_size, alpha=alpha))[:len(rows)]
+    limits = dict(max_len=model.max_src_len + offset, row_limit=(src != PAD_ID).sum(1) + offset) if offset else {}
+    tokens = np.asarray(translate(model, src, beam_size=beam_size, alpha=alpha, **limits))[:len(rows)]
     out += [tgt_tok.decode(until_eos(row, tgt_tok.eos_id)) for row in tokens.tolist()]
   return out
 

@@ -55,6 +55,9 @@ class Task:
   def __init__(self, cfg: config_lib.Config, log=print):
     self.cfg, self.log = cfg, log
     self.derived: dict[str, object] = {}  # settings this task filled in, for run.json
+    if cfg.optim.schedule == "inverse_sqrt" and not cfg.optim.d_model and hasattr(cfg.model, "n_embd"):
+      # The Transformer's learning rate scales with the model's width (Vaswani et al. 2017, eq. 3).
+      self.derive(cfg.optim, "d_model", cfg.model.n_embd, "the model's width, model.n_embd")
 
   # ------------------------------------------------------------------ required
 
@@ -112,7 +115,7 @@ class Task:
   def derive(self, section, key: str, value, why: str) -> None:
     """Fills `section.key` (0 = "derive it") with `value`, logged; a different user value is an error."""
     current = getattr(section, key)
-    prefix = "model" if section is self.cfg.model else "objective" if section is self.cfg.objective else "train"
+    prefix = next(name for name in ("model", "objective", "optim", "train") if getattr(self.cfg, name) is section)
     if current and current != value:
       raise ConfigError(f"{prefix}.{key}={current} conflicts with {value} {why}; "
                         f"leave it at 0 to take it from there")
