@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -128,16 +127,6 @@ def make_torch_step(loss_module, optimizer, compile: bool):
   return step
 
 
-def cpu_model() -> str:
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--batch", type=int, default=16)
@@ -224,7 +213,7 @@ def main() -> None:
   best = lambda side: min(b.seconds_per_iter for b in comparison.blocks[side])
   result = {
       "benchmark": "bert_step", "model": "BERT-Mini 4L/256, vocab 30522", "batch": B, "seq_len": SEQ,
-      "predictions": PREDICTIONS, "cpu": cpu_model(), "matmul_peak_gflops": round(peak / 1e9, 1),
+      "predictions": PREDICTIONS, **harness.cpu_info(), "matmul_peak_gflops": round(peak / 1e9, 1),
       "threads": harness.thread_settings(), "transformers": transformers.__version__, "torch": torch.__version__,
       "tokens_per_step": tokens, "flops_per_step": step_flops,
       **{f"{side}_tok_s": round(tokens / comparison.median(side), 1) for side in comparison.blocks},
