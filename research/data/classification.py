@@ -10,7 +10,8 @@ Rows come from the first source the data config names, with the columns the obje
 - `data.bundled`: a bundled set (research/data/bundled.py): "polarity", 100 negative and 100
   positive movie-review sentences that ship with gensim.
 Every problem in the data (a missing column, an empty text or label, a malformed line) is one
-`DataError` line naming the file and line (or hub row) and the column.
+`DataError` line naming the file and line (or hub row) and the column. `data.max_docs` keeps
+the first N training rows.
 
 Evaluation rows (`objective.eval_split`): "" holds out `objective.eval_fraction` of the rows,
 stratified by label (each class keeps its share, rounded) and drawn with `objective.split_seed`,
