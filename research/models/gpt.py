@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from research.config import need, positive, probability
-from research.models.layers import MLP, CausalSelfAttention, Embed, LayerNorm
+from research.models.layers import MLP, Embed, LayerNorm, MultiHeadAttention
 
 
 @dataclass
@@ -40,8 +40,8 @@ class Block(nnx.Module):
     # GPT-2 scales the init of each residual output projection by 1/sqrt(2 * n_layer).
     out_std = 0.02 / math.sqrt(2 * cfg.n_layer)
     self.ln_1 = LayerNorm(cfg.n_embd, bias=cfg.bias, rngs=rngs)
-    self.attn = CausalSelfAttention(cfg.n_embd, cfg.n_head, bias=cfg.bias, dropout=cfg.dropout,
-                                    rngs=rngs, out_std=out_std, dtype=dtype)
+    self.attn = MultiHeadAttention(cfg.n_embd, cfg.n_head, causal=True, bias=cfg.bias, dropout=cfg.dropout,
+                                   rngs=rngs, out_std=out_std, dtype=dtype)
     self.ln_2 = LayerNorm(cfg.n_embd, bias=cfg.bias, rngs=rngs)
     self.mlp = MLP(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias, dropout=cfg.dropout, rngs=rngs,
                    out_std=out_std, dtype=dtype)

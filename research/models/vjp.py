@@ -142,31 +142,34 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
   """softmax(q k^T / sqrt(d)) v (Vaswani et al. 2017, eq. 1): q [B, H, Tq, D], k, v [B, H, Tk, D].
 
   `mask` is boolean (True = attend), broadcastable to [B, H, Tq, Tk]: padding of the keys
-  (layers.padding_mask) or anything else. `causal` adds causal_mask(Tq, Tk, q_offset). The
+  (layers.padding_mask) or anything else. `causal` adds causal_mask(Tq, Tk, q_offset >= 0). The
   mask gets no gradient. With neither, no mask is built at all.
   """
-  return _attention(q, k, v, attention_mask(q.shape[-2], k.shape[-2], mask, causal=causal, q_offset=q_offset))
+  full_mask = attention_mask(q.shape[-2], k.shape[-2], mask, causal=causal, q_offset=q_offset)
+  # Only an explicit mask can empty a row (a causal query always sees key 0), so GPT's causal
+  # backward skips the select below.
+  return _attention(q, k, v, full_mask, mask is not None)
 
 
-@jax.custom_vjp
-def _attention(q, k, v, mask):
-  return _attention_fwd(q, k, v, mask)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _attention(q, k, v, mask, rows_may_be_empty):
+  return _attention_fwd(q, k, v, mask, rows_may_be_empty)[0]
 
 
-def _attention_fwd(q, k, v, mask):
+def _attention_fwd(q, k, v, mask, rows_may_be_empty):
   probs = attention_weights(q, k, mask).astype(v.dtype)
   out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
-  return out, (q, k, v, mask, probs, out)
+  return out, (q, k, v, mask if rows_may_be_empty else None, probs, out)
 
 
-def _attention_bwd(res, dout):
+def _attention_bwd(rows_may_be_empty, res, dout):
   q, k, v, mask, probs, out = res
   scale = 1.0 / math.sqrt(q.shape[-1])
   dv = jnp.einsum("bhqk,bhqd->bhkd", probs, dout)
   dprobs = jnp.einsum("bhqd,bhkd->bhqk", dout, v)
-  # Softmax backward: p * (dp - sum_k p dp), and sum_k p dp = sum_d dout * out. Masked p are 0.
+  # Softmax backward: p * (dp - sum_k p dp), and sum_k p dp = sum_d dout * out. Masked p are 0...
   dscores = probs * (dprobs - (dout * out).sum(-1, keepdims=True))
-  if mask is not None:
+  if rows_may_be_empty:
     # ...except in a fully masked row, whose uniform weights do not depend on its scores.
     dscores = jnp.where(mask, dscores, 0.0)
   dq = jnp.einsum("bhqk,bhkd->bhqd", dscores, k) * scale
