@@ -1,7 +1,8 @@
 """Bundled data that needs no network, in one registry: corpora of documents and pair tasks.
 
-`BUNDLED` names everything `data.bundled=` accepts: "enwiki" (documents, below) and
-"numbers_en_es" (generated translation pairs, research/data/numbers_en_es.py).
+`BUNDLED` names everything `data.bundled=` accepts: "enwiki" (documents, below),
+"numbers_en_es" (generated translation pairs, research/data/numbers_en_es.py) and
+"polarity" (labelled movie-review sentences, `_polarity` below).
 
 The default corpus is English Wikipedia text.
 
@@ -203,11 +204,38 @@ def _numbers_en_es():
   return numbers_en_es()
 
 
+_POLARITY_FILE = "pang_lee_polarity.cor"
+_POLARITY_LABELS = ("neg", "pos")
+
+
+def _polarity() -> list[dict]:
+  """The 200 labelled sentences of gensim's `test_data/pang_lee_polarity.cor`, as {"text", "label"} rows.
+
+  They are from Pang & Lee's sentence polarity dataset v1.0 (2005; Rotten Tomatoes snippets,
+  lower-cased and tokenised): lines 1-100 are the first 100 of its negative file, lines
+  101-200 the first 100 of its positive one. Each line is fastText's format,
+  `__label__neg <text>` or `__label__pos <text>`; the label becomes "neg" / "pos". The file
+  is Windows-1252, not UTF-8 (0x97 is an em dash, 0xe9 an e-acute), so it is decoded as such.
+  """
+  from gensim.test.utils import datapath
+
+  path = Path(datapath(_POLARITY_FILE))
+  rows = []
+  for i, line in enumerate(path.read_bytes().decode("cp1252").splitlines(), 1):
+    label, _, text = line.partition(" ")
+    if label.removeprefix("__label__") not in _POLARITY_LABELS or not text.strip():
+      raise DataError(f"{path} line {i}: expected '__label__neg <text>' or '__label__pos <text>'")
+    rows.append({"text": text.strip(), "label": label.removeprefix("__label__")})
+  return rows
+
+
 # name -> (kind, builder): "documents" builders write a jsonl file of {"title", "text"};
-# "pairs" builders return {"train", "valid", "test"} lists of (source, target).
+# "pairs" builders return {"train", "valid", "test"} lists of (source, target);
+# "classification" builders return a list of {"text", "label"} rows.
 BUNDLED = {
     "enwiki": ("documents", _extract_enwiki),
     "numbers_en_es": ("pairs", _numbers_en_es),
+    "polarity": ("classification", _polarity),
 }
 # Bump when the extraction changes, so caches made by an older extractor are not reused.
 _EXTRACTOR_VERSION = 2
@@ -217,7 +245,7 @@ def _lookup(name: str, kind: str):
   found, builder = BUNDLED.get(name, (None, None))
   if found != kind:
     known = ", ".join(sorted(n for n, (k, _) in BUNDLED.items() if k == kind))
-    what = "corpus of documents" if kind == "documents" else "translation task"
+    what = {"documents": "corpus of documents", "pairs": "translation task", "classification": "classification set"}[kind]
     raise DataError(f"data.bundled={name!r} is not a bundled {what}; known: {known}")
   return builder
 
@@ -234,3 +262,8 @@ def bundled_corpus(name: str, cache_dir: Path) -> Path:
 def bundled_pairs(name: str) -> dict[str, list[tuple[str, str]]]:
   """The splits of the bundled pair task `name`."""
   return _lookup(name, "pairs")()
+
+
+def bundled_examples(name: str) -> list[dict]:
+  """The rows of the bundled classification set `name`: {"text", "label"} dicts."""
+  return _lookup(name, "classification")()

@@ -33,7 +33,7 @@ def _datasets_cache(cfg: DataConfig) -> str:
 # ------------------------------------------------------------------------------ files
 
 
-def _resolve_paths(spec: str) -> list[Path]:
+def resolve_paths(spec: str) -> list[Path]:
   """The files named by a comma list of paths and/or globs, in the order given."""
   files = []
   for part in (p.strip() for p in spec.split(",")):
@@ -119,7 +119,7 @@ def _texts(ds, column: str, what: str, max_docs: int, paragraphs: bool = False) 
 
 
 def _local_documents(cfg: DataConfig) -> list[str]:
-  files = _resolve_paths(cfg.path)
+  files = resolve_paths(cfg.path)
   builders = [_check_file(f) for f in files]  # every file is checked before any is loaded
   docs = []
   # One file at a time: shards whose other columns differ cannot be loaded as one table,
@@ -147,12 +147,13 @@ def looks_offline(e: BaseException) -> bool:
       "max retries", "couldn't reach", "name or service"))
 
 
-def _hub_documents(cfg: DataConfig) -> list[str]:
+def hub_split(cfg: DataConfig, split: str):
+  """(split `split` of the hub dataset `cfg` names, how to name it in a message); no network is a DataError."""
   import datasets
 
   what = f"data.hub_name={cfg.hub_name!r}" + (f" (config {cfg.hub_config!r})" if cfg.hub_config else "")
   try:
-    ds = datasets.load_dataset(cfg.hub_name, cfg.hub_config or None, split=cfg.hub_split,
+    ds = datasets.load_dataset(cfg.hub_name, cfg.hub_config or None, split=split,
                                cache_dir=_datasets_cache(cfg))
   except Exception as e:
     chain, cause = [], e
@@ -165,6 +166,11 @@ def _hub_documents(cfg: DataConfig) -> list[str]:
     raise DataError(f"cannot load {what}: {first}") from None
   if isinstance(ds, datasets.DatasetDict):  # only when split is None; keep the message clear
     raise DataError(f"{what}: set data.hub_split to one of {', '.join(ds)}")
+  return ds, what
+
+
+def _hub_documents(cfg: DataConfig) -> list[str]:
+  ds, what = hub_split(cfg, cfg.hub_split)
   return _texts(ds, cfg.text_column, what, cfg.max_docs)
 
 

@@ -8,9 +8,10 @@ heads. Padded positions are masked out of every attention's keys.
 
 The heads are modules of their own around the shared encoder, so every model built on it
 keeps the encoder's parameters at `encoder/...`: the pretraining model below (`mlm`, `nsp`)
-and fine-tuning models alike, and `train.init_from` carries the encoder from one to the
-other. `build` returns the encoder alone; objectives add their heads (see
-research/objectives/mlm_nsp.py). Weights to and from Hugging Face: research/interop/hf_bert.py.
+and fine-tuning models alike (`Classifier`, with `classifier`), and `train.init_from` carries
+the encoder from one to the other. `build` returns the encoder alone; objectives add their
+heads (see research/objectives/mlm_nsp.py, classification.py). Weights to and from Hugging
+Face: research/interop/hf_bert.py.
 """
 
 from __future__ import annotations
@@ -159,6 +160,24 @@ class Pretraining(nnx.Module):
       hidden = jnp.take_along_axis(hidden, mlm_positions[..., None], axis=1)
     mlm = self.mlm(hidden, self.encoder.embed.tok)
     return mlm, self.nsp(pooled) if self.nsp is not None else None
+
+
+class Classifier(nnx.Module):
+  """The encoder with a classifier on the pooled [CLS]: dropout, then a dense layer to the labels.
+
+  As Devlin et al. 2019 (sec. 4.1) and run_classifier.py: the pooler is the encoder's (so it is
+  carried over from pretraining, where NSP trained it); only `classifier` is new.
+  """
+
+  def __init__(self, cfg: Config, num_labels: int, *, dropout: float = 0.1, rngs: nnx.Rngs, dtype=jnp.float32):
+    self.encoder = Encoder(cfg, rngs=rngs, dtype=dtype)
+    self.drop = nnx.Dropout(dropout)
+    self.classifier = Dense(cfg.n_embd, num_labels, ("embed", None), bias=True, rngs=rngs, dtype=dtype)
+
+  def __call__(self, input_ids, segment_ids=None, *, valid=None, deterministic=True, rngs=None) -> jax.Array:
+    """-> logits [B, num_labels], float32."""
+    _, pooled = self.encoder(input_ids, segment_ids, valid=valid, deterministic=deterministic, rngs=rngs)
+    return self.classifier(self.drop(pooled, deterministic=deterministic, rngs=rngs)).astype(jnp.float32)
 
 
 def build(cfg: Config, *, rngs: nnx.Rngs, dtype=jnp.float32) -> Encoder:
