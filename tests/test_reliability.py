@@ -212,7 +212,7 @@ def test_second_train_is_refused_then_resumes_after_sigkill_with_one_row_per_ste
   assert "dropped 1 rows logged after step 12" in third.stderr and "unreadable line(s)" in third.stderr
   assert train_rows(run) == list(range(2, 21, 2))  # one train row per logged step
   assert [r["step"] for r in read_metrics(run) if "eval/loss" in r] == [6, 12, 18, 20]
-  assert summarize(run)["step"] == 20 and "train/loss" in summarize(run)
+  assert last_step(read_run(run)) == 20 and "train/loss" in read_run(run).series
   assert not (run / LOCK_FILE).exists()
 
   # TensorBoard: the resumed run's event file starts with a purge marker at step 13, so
