@@ -98,7 +98,10 @@ class TokenEmbed(nnx.Module):
     return (jnp.take(self.embedding[...], ids, axis=0) * self.scale).astype(self.dtype)
 
   def attend(self, x: jax.Array) -> jax.Array:
-    return x.astype(self.dtype) @ self.embedding[...].astype(self.dtype).T
+    # [C, V] is a narrow-input kernel: vjp.matmul's backward spares XLA:CPU a transpose of the
+    # wide [B*T, V] logits gradient (~1.5x faster for the head's gradient, measured at V=4000).
+    w = self.embedding[...].astype(self.dtype).T
+    return vjp.matmul(x.astype(self.dtype), w) if vjp.cpu_tricks() else x.astype(self.dtype) @ w
 
 
 class FeedForward(nnx.Module):

@@ -23,8 +23,10 @@ def token_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array |
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   correct = target_logit >= logits.max(-1)
   if label_smoothing:
-    # -sum_v q_v log p_v with q = (1 - eps) onehot + eps / V  =  (1 - eps) nll + eps * mean_v(-log p_v)
-    uniform = -jax.nn.log_softmax(logits, axis=-1).mean(-1)
+    # -sum_v q_v log p_v with q = (1 - eps) onehot + eps / V  =  (1 - eps) nll + eps * mean_v(-log p_v),
+    # and mean_v(-log p_v) = logsumexp - mean_v(logits) = nll + target_logit - mean_v(logits): no
+    # second pass over [..., V] for a log-softmax, nor its backward (~2x faster at V=4000 on CPU).
+    uniform = nll + target_logit - logits.mean(-1)
     loss = (1.0 - label_smoothing) * nll + label_smoothing * uniform
   else:
     loss = nll
