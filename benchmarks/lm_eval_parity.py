@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 import numpy as np  # noqa: E402
+from benchmarks.harness import cpu_info  # noqa: E402
 
 
 def wrapped_tokenizer(tokenizer):
@@ -134,7 +135,7 @@ def main() -> None:
   their_lls = [float(resp[0][0]) for sample in samples for resp in sample["resps"]]  # doc by doc, choice by choice
   diff = float(np.max(np.abs(np.array(their_lls) - np.array([s.logprob for s in ours_scores]))))
 
-  result = {"benchmark": "lm_eval_parity", "run": str(run.dir), "step": run.step, "task": args.task, "shots": args.shots,
+  result = {**cpu_info(), "benchmark": "lm_eval_parity", "run": str(run.dir), "step": run.step, "task": args.task, "shots": args.shots,
             "documents": len(task.docs), "lm_eval_version": lm_eval.__version__,
             "lineage": {"acc": ours["acc"], "acc_norm": ours["acc_norm"]},
             "lm_eval": {"acc": theirs["acc,none"], "acc_norm": theirs["acc_norm,none"]},
