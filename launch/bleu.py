@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from launch.args import positive_int
+from launch.args import nonnegative_int, positive_int
 
 
-def load_run(run_dir: Path, command: str = "lineage bleu"):
-  """(config, model with the latest checkpoint's parameters, source and target tokenizers, step)."""
+def load_run(run_dir: Path, command: str = "lineage bleu", step: int | None = None):
+  """(config, model with the latest checkpoint's (or `step`'s) parameters, source and target tokenizers, step)."""
   from research.objectives.translation import load_tokenizers
   from research.run import load_run as load
 
-  run = load(run_dir, ("translation",), command)
+  run = load(run_dir, ("translation",), command, step)
   src_tok, tgt_tok = load_tokenizers(run.dir)
   return run.cfg, run.model, src_tok, tgt_tok, run.step
 
@@ -29,14 +29,15 @@ def _bleu(args) -> int:
   from research.data.pairs import load_pairs
   from research.evaluate.bleu import corpus_bleu, translate_texts
 
-  cfg, model, src_tok, tgt_tok, step = load_run(Path(args.run_dir))
+  cfg, model, src_tok, tgt_tok, step = load_run(Path(args.run_dir), step=args.step)
   pairs = load_pairs(cfg.data)[args.split]
   hypotheses = translate_texts(model, [s for s, _ in pairs], src_tok, tgt_tok, batch_size=args.batch_size,
                                beam_size=args.beam, alpha=args.alpha)
   score = corpus_bleu(hypotheses, [t for _, t in pairs])
   result = {"split": args.split, "pairs": len(pairs), "beam": args.beam, "alpha": args.alpha, "step": step,
             "bleu": score}
-  out = Path(args.run_dir) / "artifacts" / f"bleu_{args.split}_beam{args.beam}.json"
+  suffix = f"_step{step}" if args.step is not None else ""
+  out = Path(args.run_dir) / "artifacts" / f"bleu_{args.split}_beam{args.beam}{suffix}.json"
   out.write_text(json.dumps(result) + "\n")
   (out.with_suffix(".txt")).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
   print(json.dumps(result))
@@ -51,4 +52,6 @@ def register(commands) -> None:
   p.add_argument("--beam", type=positive_int, default=1, help="beam size (1 = greedy)")
   p.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent (Wu et al. 2016)")
   p.add_argument("--batch-size", type=positive_int, default=32)
+  p.add_argument("--step", type=nonnegative_int, default=None,
+                 help="translate with this step's checkpoint (default: the latest); e.g. to compare at equal wall time")
   p.set_defaults(run=_bleu)

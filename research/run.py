@@ -57,5 +57,8 @@ def load_run(run_dir: str | Path, objectives: tuple[str, ...] = (), command: str
     raise RunError(f"{run_dir} has no checkpoint yet: the run has not saved one (still starting, or it failed)")
   task = importlib.import_module(f"research.objectives.{cfg.objective.name}").Task
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: task.build_model(cfg, nnx.Rngs(0))), nnx.Param)
+  if step is not None and not (run_dir / "checkpoints" / str(step)).is_dir():
+    kept = sorted(int(p.name) for p in (run_dir / "checkpoints").glob("*") if p.name.isdigit())
+    raise RunError(f"{run_dir} has no checkpoint of step {step}; it keeps steps {', '.join(map(str, kept))}")
   params, step = restore_params(run_dir, abstract, step)
   return Run(dir=run_dir, cfg=cfg, model=nnx.merge(graphdef, params), step=step)

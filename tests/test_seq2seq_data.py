@@ -93,3 +93,9 @@ def test_translation_run_end_to_end(tmp_path, capsys):
   assert main(["bleu", str(run_dir), "--split", "valid"]) == 0
   out = json.loads(capsys.readouterr().out.splitlines()[0])
   assert out["split"] == "valid" and out["pairs"] == 24 and out["beam"] == 1
+  # An earlier checkpoint by --step (to compare runs at equal wall time); a step not kept is one line.
+  assert main(["bleu", str(run_dir), "--split", "valid", "--step", "6"]) == 0
+  assert json.loads(capsys.readouterr().out.splitlines()[0])["step"] == 6
+  assert (run_dir / "artifacts" / "bleu_valid_beam1_step6.json").exists()
+  assert main(["bleu", str(run_dir), "--step", "5"]) == 2
+  assert "has no checkpoint of step 5; it keeps steps 6" in capsys.readouterr().err
