@@ -251,7 +251,8 @@ def paragraphs(*qas, context="Ada wrote."):
 BAD_FILES = [
     ("not json", '{"data": [', r"not json\.json is not JSON: Expecting value at line 1 column 11$"),
     ("a list", "[1, 2]", r"a list\.json is not SQuAD v1\.1 JSON: expected an object with a list \"data\" of articles$"),
-    ("no paragraphs", {"data": [{"title": "t"}]}, r"no paragraphs\.json: data\[0\] has no list 'paragraphs' \(not SQuAD v1\.1 format\)$"),
+    ("no paragraphs", {"data": [{"title": "t"}]},
+     r"no paragraphs\.json: data\[0\] has no list 'paragraphs' \(not SQuAD v1\.1 format\)$"),
     ("no context", {"data": [{"paragraphs": [{"qas": []}]}]}, r"data\[0\]\.paragraphs\[0\] has no str 'context'"),
     ("no id", paragraphs({"question": "Who?", "answers": []}), r"data\[0\]\.paragraphs\[0\]\.qas\[0\] has no 'id'"),
     ("no text", paragraphs({**GOOD_QA, "question": " "}), r"no text\.json: question 'q1' has no question text$"),

@@ -12,8 +12,8 @@ question in the context.
    "validation" split, on the other 89 the "train" split. bert_wiki pretrains on exactly those
    89, so a held-out context was never seen in pretraining.
 2. Paragraphs: lines of 40 to 200 words (SQuAD's average ~120); one question on every such
-   paragraph of a held-out article and on every second one of a training article: 1,475
-   training and 375 held-out questions (more held-out ones than a tenth of the training
+   paragraph of a held-out article and on every second one of a training article: 1,462
+   training and 372 held-out questions (more held-out ones than a tenth of the training
    ones, to tell runs apart).
 3. Answers: spans of sentences of 6 to 40 words, never a sentence's first word (capitalised
    for another reason). In order of preference when they overlap:
@@ -23,12 +23,14 @@ question in the context.
      a leading "The" / "A" / "An" left out (SQuAD's scoring ignores articles anyway):
      "where" if "in", "at" or "near" comes right before it (the preposition is replaced
      too), else "what".
-   A possessive "'s" is not part of the answer. One candidate of the paragraph is drawn with
+   A possessive "'s" is not part of the answer, and a single letter ("I", the "C" of "°C")
+   is none. One candidate of the paragraph is drawn with
    `random.Random(f"{title}/{line}")`, which also draws the noise below.
-4. Question: the sentence with the answer replaced by its wh-word; then, as the noise model
-   of Lample et al. 2018 that Lewis et al. apply to clozes, every other word is dropped with
-   probability 0.1 and the words are shuffled locally (sorted by position + U(0, 2), so a word
-   moves at most 1 place; Lample et al. use U(0, 3)); the sentence's final punctuation becomes "?".
+4. Question: the sentence with the answer replaced by its wh-word; then, after the noise model
+   of unsupervised MT (Lample et al. 2018) that Lewis et al.'s "noisy clozes" use, every other
+   word is dropped with probability 0.1 and the words are shuffled locally (sorted by position
+   + U(0, 2), so a word moves at most 1 place; Lample et al. allow 3); the sentence's final
+   punctuation becomes "?".
 
 Question ids are "<title>/<line>" (the paragraph's line in its article).
 """

@@ -10,8 +10,8 @@ The heads are modules of their own around the shared encoder, so every model bui
 keeps the encoder's parameters at `encoder/...`: the pretraining model below (`mlm`, `nsp`)
 and fine-tuning models alike (`Classifier`, with `classifier`; `SpanQA`, with `span`), and
 `train.init_from` carries the encoder from one to the other. `build` returns the encoder alone;
-objectives add their heads (see research/objectives/mlm_nsp.py, classification.py, extractive_qa.py). Weights to and from Hugging
-Face: research/interop/hf_bert.py.
+objectives add their heads (see research/objectives/mlm_nsp.py, classification.py,
+extractive_qa.py). Weights to and from Hugging Face: research/interop/hf_bert.py.
 """
 
 from __future__ import annotations

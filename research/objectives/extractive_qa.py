@@ -1,4 +1,4 @@
-"""Extractive question answering with BERT: a start/end span head on the encoder's tokens (Devlin et al. 2019, sec. 4.2).
+"""Extractive question answering with BERT: start and end logits on the encoder's tokens (Devlin et al. 2019, sec. 4.2).
 
 The model is the BERT encoder with a span head (`bert.SpanQA`): its encoder keeps the
 pretraining paths `encoder/...`, so `train.init_from=<an mlm_nsp run> train.init_skip=span/*`
@@ -55,7 +55,8 @@ class Config:
   max_query_len: int = 64  # a question keeps its first this many tokens (run_squad.py's 64)
   max_answer_len: int = 30  # tokens of the longest answer predicted (run_squad.py's 30)
   n_best: int = 20  # starts and ends tried in each window (run_squad.py's n_best_size)
-  eval_split: str = ""  # "" = the source's held-out questions; else an evaluation file (data.path) or hub split (data.hub_name)
+  # "" = the source's held-out questions; else an evaluation file (data.path) or hub split (data.hub_name)
+  eval_split: str = ""
   tokenizer_from: str = ""  # a run whose tokenizer to use ("" = train.init_from's, else one trained here)
 
   def validate(self):
