@@ -55,7 +55,8 @@ def _eval_qa(args) -> int:
   if spec == "heldout":
     questions, key = qa.load_questions(run.cfg.data, o.eval_split)[1], "heldout"
   else:
-    questions, key = qa.read_squad_file(Path(spec.removeprefix("squad:"))), "squad_" + Path(spec).stem
+    path = Path(spec.removeprefix("squad:"))
+    questions, key = qa.read_squad_file(path), f"squad_{path.stem}"
   questions = questions[:args.limit or None]
   t = time.perf_counter()
   windows, _ = qa.encode(questions, load_tokenizer(run.artifacts / "tokenizer"), o.seq_len, o.doc_stride,

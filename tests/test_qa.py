@@ -319,7 +319,8 @@ def test_the_span_head_sits_beside_the_pretraining_encoder_so_init_from_loads_it
   assert params(bert.SpanQA)["span"]["kernel"].get_value().shape == (32, 2)  # start and end
 
 
-def test_lineage_train_bert_qa_writes_predictions_and_scores_and_lineage_eval_repeats_them(tmp_path, capsys):
+def test_lineage_train_bert_qa_writes_predictions_and_scores_and_lineage_eval_repeats_them(tmp_path, capsys,
+                                                                                         monkeypatch):
   source = tmp_path
   tiny_squad(source / "squad.json")
   args = ["train", "experiments/bert_qa", f"data.path={source / 'squad.json'}", f"data.cache_dir={source / 'cache'}",
@@ -352,8 +353,10 @@ def test_lineage_train_bert_qa_writes_predictions_and_scores_and_lineage_eval_re
   assert result["step"] == 4 and result["metrics"]["f1"] == pytest.approx(evals[-1]["eval/f1"])
   assert json.loads((run / "eval" / "heldout_predictions.json").read_text()) == predictions
   assert "eval/heldout/exact_match" in (run / "metrics.jsonl").read_text().splitlines()[-1]
-  assert main(["eval", str(run), "--task", f"squad:{source / 'squad.json'}", "--limit", "3"]) == 0
+  monkeypatch.chdir(source)  # a relative path names the key too
+  assert main(["eval", str(run), "--task", "squad:squad.json", "--limit", "3"]) == 0
   assert json.loads((run / "eval" / "squad_squad.json").read_text())["questions"] == 3
+  monkeypatch.undo()
   capsys.readouterr()
 
   assert main(["eval", str(run), "--task", "lastword"]) == 2
