@@ -11,6 +11,12 @@ Sentencepiece is set up for exact round trips: no normalization, whitespace kept
 exception: the character U+2581 ("▁"), which sentencepiece uses for spaces, decodes to a
 space. Decoding drops pad, bos, eos, cls, sep and mask (they have no text); the char
 tokenizer decodes unk as "\u2047", like sentencepiece.
+
+`encode_with_offsets` also gives each token's span of characters [start, end) in the text
+(Python string indices), so a span of tokens maps back to the exact original characters
+(extractive QA, research/data/qa.py). A character that byte fallback spells in several byte
+pieces belongs to the last of them; the others have empty spans. A sentencepiece piece's
+span includes the space its "▁" stands for.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class Tokenizer(Protocol):
 
   def encode(self, text: str) -> list[int]: ...
   def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]: ...
   def decode(self, ids) -> str: ...
   def id_to_piece(self, i: int) -> str: ...
   def save(self, directory: str | Path) -> None: ...
@@ -84,6 +91,12 @@ class SentencePieceTokenizer(_Specials):
 
   def encode_batch(self, texts: list[str]) -> list[list[int]]:
     return self._sp.encode(list(texts), num_threads=self._threads)
+
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    # Sentencepiece counts these offsets in characters (code points) of the unnormalized
+    # input; with the identity normalization every piece's surface is a slice of the text.
+    out = self._sp.encode(text, return_type="offset_mapping")
+    return list(out["ids"]), [tuple(o) for o in out["offsets"]]
 
   def decode(self, ids) -> str:
     return self._sp.decode([int(i) for i in ids])
@@ -162,6 +175,9 @@ class CharTokenizer(_Specials):
 
   def encode_batch(self, texts: list[str]) -> list[list[int]]:
     return [self.encode(t) for t in texts]
+
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    return self.encode(text), [(i, i + 1) for i in range(len(text))]
 
   def decode(self, ids) -> str:
     n = len(SPECIAL_PIECES)

@@ -1,8 +1,9 @@
 """Bundled data that needs no network, in one registry: corpora of documents and pair tasks.
 
 `BUNDLED` names everything `data.bundled=` accepts: "enwiki" (documents, below),
-"numbers_en_es" (generated translation pairs, research/data/numbers_en_es.py) and
-"polarity" (labelled movie-review sentences, `_polarity` below).
+"numbers_en_es" (generated translation pairs, research/data/numbers_en_es.py),
+"polarity" (labelled movie-review sentences, `_polarity` below) and "enwiki_cloze"
+(cloze questions on the enwiki articles, SQuAD-format, research/data/enwiki_cloze.py).
 
 The default corpus is English Wikipedia text.
 
@@ -229,13 +230,21 @@ def _polarity() -> list[dict]:
   return rows
 
 
+def _enwiki_cloze(cache_dir: Path) -> dict[str, dict]:
+  from research.data.enwiki_cloze import enwiki_cloze
+
+  return enwiki_cloze(cache_dir)
+
+
 # name -> (kind, builder): "documents" builders write a jsonl file of {"title", "text"};
 # "pairs" builders return {"train", "valid", "test"} lists of (source, target);
-# "classification" builders return a list of {"text", "label"} rows.
+# "classification" builders return a list of {"text", "label"} rows;
+# "qa" builders take the cache directory and return {"train", "validation"} SQuAD v1.1 dicts.
 BUNDLED = {
     "enwiki": ("documents", _extract_enwiki),
     "numbers_en_es": ("pairs", _numbers_en_es),
     "polarity": ("classification", _polarity),
+    "enwiki_cloze": ("qa", _enwiki_cloze),
 }
 # Bump when the extraction changes, so caches made by an older extractor are not reused.
 _EXTRACTOR_VERSION = 2
@@ -245,7 +254,8 @@ def _lookup(name: str, kind: str):
   found, builder = BUNDLED.get(name, (None, None))
   if found != kind:
     known = ", ".join(sorted(n for n, (k, _) in BUNDLED.items() if k == kind))
-    what = {"documents": "corpus of documents", "pairs": "translation task", "classification": "classification set"}[kind]
+    what = {"documents": "corpus of documents", "pairs": "translation task", "classification": "classification set",
+            "qa": "question-answering set"}[kind]
     raise DataError(f"data.bundled={name!r} is not a bundled {what}; known: {known}")
   return builder
 
@@ -267,3 +277,8 @@ def bundled_pairs(name: str) -> dict[str, list[tuple[str, str]]]:
 def bundled_examples(name: str) -> list[dict]:
   """The rows of the bundled classification set `name`: {"text", "label"} dicts."""
   return _lookup(name, "classification")()
+
+
+def bundled_qa(name: str, cache_dir: Path) -> dict[str, dict]:
+  """The splits of the bundled question-answering set `name`: {"train", "validation"} in SQuAD v1.1 format."""
+  return _lookup(name, "qa")(Path(cache_dir))

@@ -8,10 +8,10 @@ heads. Padded positions are masked out of every attention's keys.
 
 The heads are modules of their own around the shared encoder, so every model built on it
 keeps the encoder's parameters at `encoder/...`: the pretraining model below (`mlm`, `nsp`)
-and fine-tuning models alike (`Classifier`, with `classifier`), and `train.init_from` carries
-the encoder from one to the other. `build` returns the encoder alone; objectives add their
-heads (see research/objectives/mlm_nsp.py, classification.py). Weights to and from Hugging
-Face: research/interop/hf_bert.py.
+and fine-tuning models alike (`Classifier`, with `classifier`; `SpanQA`, with `span`), and
+`train.init_from` carries the encoder from one to the other. `build` returns the encoder alone;
+objectives add their heads (see research/objectives/mlm_nsp.py, classification.py,
+extractive_qa.py). Weights to and from Hugging Face: research/interop/hf_bert.py.
 """
 
 from __future__ import annotations
@@ -178,6 +178,25 @@ class Classifier(nnx.Module):
     """-> logits [B, num_labels], float32."""
     _, pooled = self.encoder(input_ids, segment_ids, valid=valid, deterministic=deterministic, rngs=rngs)
     return self.classifier(self.drop(pooled, deterministic=deterministic, rngs=rngs)).astype(jnp.float32)
+
+
+class SpanQA(nnx.Module):
+  """The encoder with a span head on every token: start and end logits for extractive QA.
+
+  As Devlin et al. 2019 (sec. 4.2) and run_squad.py: a start vector S and an end vector E (one
+  dense layer to 2 outputs), P(start = i) = softmax_i(S . T_i) over the window's tokens T_i;
+  no dropout before it. Only `span` is new; the pooler is kept (unused) so the encoder's
+  parameters are the same as every other head's.
+  """
+
+  def __init__(self, cfg: Config, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    self.encoder = Encoder(cfg, rngs=rngs, dtype=dtype)
+    self.span = Dense(cfg.n_embd, 2, ("embed", None), bias=True, rngs=rngs, dtype=dtype)
+
+  def __call__(self, input_ids, segment_ids=None, *, valid=None, deterministic=True, rngs=None) -> jax.Array:
+    """-> logits [B, T, 2], float32: [..., 0] of the answer's first token, [..., 1] of its last."""
+    hidden, _ = self.encoder(input_ids, segment_ids, valid=valid, deterministic=deterministic, rngs=rngs)
+    return self.span(hidden).astype(jnp.float32)
 
 
 def build(cfg: Config, *, rngs: nnx.Rngs, dtype=jnp.float32) -> Encoder:

@@ -15,6 +15,7 @@ The trainer (`research/train/loop.py`) calls exactly these members, and nothing 
     task.eval_batches()                 -> list of such dicts (default: none)
     task.derived_metrics(means)         -> metrics computed from averaged ones (default: none)
     task.evaluate(model)                -> task-level evaluation, e.g. BLEU (default: none)
+    task.save_evaluation(run_dir, step) -> files of that evaluation, e.g. QA's predictions (default: nothing)
     task.save_artifacts(directory)      -> tokenizer, vocabulary (default: nothing)
     task.optimizer(total_steps)         -> optax transformation (default: AdamW of cfg.optim)
     task.make_train_step(graphdef, tx)  -> pure train_step(state, batch) (default: gradient of loss_fn)
@@ -83,6 +84,9 @@ class Task:
 
   def evaluate(self, model) -> dict:
     return {}
+
+  def save_evaluation(self, run_dir: Path, step: int) -> None:
+    """Called on the primary host after each `evaluate`, for what it produced besides metrics."""
 
   def save_artifacts(self, directory: Path) -> None:
     pass

@@ -274,6 +274,8 @@ def _train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None,
           fetch_pending()
           last_eval = evaluate(state["params"])
           writer.write(step, {f"eval/{k}": v for k, v in last_eval.items()})
+          if primary:
+            task.save_evaluation(run_dir, step)
           log(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in last_eval.items()))
           t_window = time.perf_counter()  # evaluation time is not training throughput
 
