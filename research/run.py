@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
 from flax import nnx
 
 from research import config as config_lib
@@ -47,8 +48,12 @@ def load_config(run_dir: str | Path, objectives: tuple[str, ...] = (), command: 
 
 
 def load_run(run_dir: str | Path, objectives: tuple[str, ...] = (), command: str = "this command",
-             step: int | None = None) -> Run:
-  """The run's model at its latest checkpoint (or `step`), on this process's first device."""
+             step: int | None = None, average: int = 1) -> Run:
+  """The run's model at its latest checkpoint (or `step`), on this process's first device.
+
+  `average=k` averages the parameters of the k checkpoints kept up to that step, as Vaswani
+  et al. 2017 (sec. 6.1) average the last 5 (an annealed model for free: no training FLOPs).
+  """
   from research.train.checkpoint import restore_params
 
   run_dir = Path(run_dir)
@@ -57,8 +62,13 @@ def load_run(run_dir: str | Path, objectives: tuple[str, ...] = (), command: str
     raise RunError(f"{run_dir} has no checkpoint yet: the run has not saved one (still starting, or it failed)")
   task = importlib.import_module(f"research.objectives.{cfg.objective.name}").Task
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: task.build_model(cfg, nnx.Rngs(0))), nnx.Param)
-  if step is not None and not (run_dir / "checkpoints" / str(step)).is_dir():
-    kept = sorted(int(p.name) for p in (run_dir / "checkpoints").glob("*") if p.name.isdigit())
+  kept = sorted(int(p.name) for p in (run_dir / "checkpoints").glob("*") if p.name.isdigit())
+  if step is not None and step not in kept:
     raise RunError(f"{run_dir} has no checkpoint of step {step}; it keeps steps {', '.join(map(str, kept))}")
-  params, step = restore_params(run_dir, abstract, step)
-  return Run(dir=run_dir, cfg=cfg, model=nnx.merge(graphdef, params), step=step)
+  steps = [s for s in kept if s <= (kept[-1] if step is None else step)][-average:]
+  if len(steps) < average:
+    raise RunError(f"{run_dir} keeps {len(steps)} checkpoint(s) up to step {steps[-1]}, fewer than the {average} "
+                   f"to average (train.keep_checkpoints sets how many a run keeps)")
+  params = [restore_params(run_dir, abstract, s)[0] for s in steps]
+  params = jax.tree.map(lambda *p: sum(p) / len(p), *params) if len(params) > 1 else params[0]
+  return Run(dir=run_dir, cfg=cfg, model=nnx.merge(graphdef, params), step=steps[-1])

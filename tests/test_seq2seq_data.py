@@ -2,8 +2,10 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from launch.cli import main
 from research.config import Config, DataConfig, OptimConfig, TokenizerConfig, TrainConfig
@@ -78,7 +80,7 @@ def test_translation_run_end_to_end(tmp_path, capsys):
       data=DataConfig(path=str(path), cache_dir=str(tmp_path / "cache"), val_fraction=0.1),
       tokenizer=TokenizerConfig(kind="char"),
       optim=OptimConfig(lr=3e-3, warmup_steps=2),
-      train=TrainConfig(steps=6, batch_size=16, log_every=3, eval_every=6, eval_batches=1, checkpoint_every=6,
+      train=TrainConfig(steps=6, batch_size=16, log_every=3, eval_every=6, eval_batches=1, checkpoint_every=3,
                         runs_dir=str(tmp_path / "runs"), progress=False))
   cfg.model.max_src_len = cfg.model.max_tgt_len = 64  # characters
   run_dir = tmp_path / "run"
@@ -98,4 +100,12 @@ def test_translation_run_end_to_end(tmp_path, capsys):
   assert json.loads(capsys.readouterr().out.splitlines()[0])["step"] == 6
   assert (run_dir / "artifacts" / "bleu_valid_beam1_step6.json").exists()
   assert main(["bleu", str(run_dir), "--step", "5"]) == 2
-  assert "has no checkpoint of step 5; it keeps steps 6" in capsys.readouterr().err
+  assert "has no checkpoint of step 5; it keeps steps 3, 6" in capsys.readouterr().err
+  assert main(["bleu", str(run_dir), "--average", "3"]) == 2
+  assert "keeps 2 checkpoint(s) up to step 6, fewer than the 3 to average" in capsys.readouterr().err
+  # --average 2: the parameters are the mean of steps 3 and 6 (sec. 6.1 of the Transformer paper).
+  from research.run import load_run
+  p3, p6, mean = (nnx.state(load_run(run_dir, step=s, average=a).model, nnx.Param) for s, a in ((3, 1), (6, 1), (6, 2)))
+  for a, b, m in zip(jax.tree.leaves(p3), jax.tree.leaves(p6), jax.tree.leaves(mean)):
+    np.testing.assert_allclose(m, (np.asarray(a) + np.asarray(b)) / 2, rtol=1e-6, atol=1e-7)
+  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(p3), jax.tree.leaves(p6)))
