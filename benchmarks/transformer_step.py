@@ -30,7 +30,9 @@ faster), from medians. Ends with one JSON line.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -38,6 +40,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
+
+from research.train.host_memory import reuse_freed_memory  # noqa: E402
+
+# As `lineage train` does, before any thread starts (research/train/host_memory.py); one process, so both sides share it.
+MALLOC_REUSE = "--default-malloc" not in sys.argv and reuse_freed_memory()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -205,9 +212,21 @@ def bench_config(name: str, spec: dict, rounds: int, peak: float) -> dict:
     return run
 
   iters = spec["iters"]
-  comparison = harness.interleaved({"lineage": lineage_step, "torch_eager": torch_step("torch_eager"),
-                                    "torch_compile": torch_step("torch_compile")},
-                                   rounds=rounds, iters=iters, warmup=2)
+  gc.collect()
+  gc.freeze()  # the setup's objects: no full collection scans them in the middle of a timed block
+  faults = {"lineage": [], "torch_eager": [], "torch_compile": []}
+
+  def counting_faults(side, fn):  # page faults of a step: fresh memory the kernel had to map in
+    def run():
+      before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+      fn()
+      faults[side].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return run
+
+  comparison = harness.interleaved({"lineage": counting_faults("lineage", lineage_step),
+                                    "torch_eager": counting_faults("torch_eager", torch_step("torch_eager")),
+                                    "torch_compile": counting_faults("torch_compile", torch_step("torch_compile"))},
+                                   rounds=rounds, iters=iters, warmup=5)
   tokens = B * 2 * L
   print(comparison.table(baseline="torch_eager", units_per_call=tokens), flush=True)
   faster = min(("torch_eager", "torch_compile"), key=comparison.median)
@@ -232,6 +251,8 @@ def bench_config(name: str, spec: dict, rounds: int, peak: float) -> dict:
       "losses_match": same, "loss_tolerance": {"step0": STEP0_TOLERANCE, f"{CHECK_STEPS + 1}_steps": CHECK_TOLERANCE},
       "others_max_core_fraction": round(comparison.max_other_cpu_frac(), 3),
       "rounds": rounds, "iters_per_block": iters,
+      "page_faults_per_step": {k: int(np.median(v)) for k, v in faults.items()},
+      "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),  # the whole process so far
   }
   print(f"[{name}] lineage {result['lineage_tok_s']:,.0f} tok/s; x{result['ratio_vs_torch']:.3f} vs torch {faster}; "
         f"MFU {result['mfu']:.1%}", flush=True)
@@ -242,6 +263,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--configs", default="bible", help=f"comma list of {', '.join(CONFIGS)}")
   parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--default-malloc", action="store_true",
+                      help="leave glibc's malloc settings alone (lineage train changes them; see host_memory.py)")
   args = parser.parse_args()
   names = args.configs.split(",")
   unknown = [n for n in names if n not in CONFIGS]
@@ -250,7 +273,8 @@ def main() -> None:
   peak = harness.matmul_peak_gflops() * 1e9
   print(f"f32 2048^3 matmul peak: {peak / 1e9:.0f} GFLOP/s; threads: {harness.thread_settings()}", flush=True)
   figures = {"benchmark": "transformer_step", **harness.cpu_info(), "matmul_peak_gflops": round(peak / 1e9, 1),
-             "threads": harness.thread_settings(), "torch": torch.__version__}
+             "threads": harness.thread_settings(), "torch": torch.__version__,
+             "malloc_reuse": MALLOC_REUSE}
   for name in names:
     figures[name] = bench_config(name, CONFIGS[name], args.rounds, peak)
   # The first row's headline figures at the top level (the default run has just that row).
