@@ -142,7 +142,7 @@ def lineage_params_from_torch(model: torch_transformer.Seq2SeqTransformer, param
   return params
 
 
-def bench_config(name: str, spec: dict, rounds: int, peak: float) -> dict:
+def bench_config(name: str, spec: dict, rounds: int, peak: float, max_retries: int = 5) -> dict:
   B, L, V, C = spec["batch"], spec["max_len"], spec["vocab"], spec["n_embd"]
   cfg = Config(
       experiment=f"bench_transformer_{name}", objective=translation.Config(label_smoothing=LABEL_SMOOTHING),
@@ -226,7 +226,7 @@ def bench_config(name: str, spec: dict, rounds: int, peak: float) -> dict:
   comparison = harness.interleaved({"lineage": counting_faults("lineage", lineage_step),
                                     "torch_eager": counting_faults("torch_eager", torch_step("torch_eager")),
                                     "torch_compile": counting_faults("torch_compile", torch_step("torch_compile"))},
-                                   rounds=rounds, iters=iters, warmup=5)
+                                   rounds=rounds, iters=iters, warmup=5, max_retries=max_retries)
   tokens = B * 2 * L
   print(comparison.table(baseline="torch_eager", units_per_call=tokens), flush=True)
   faster = min(("torch_eager", "torch_compile"), key=comparison.median)
@@ -250,7 +250,7 @@ def bench_config(name: str, spec: dict, rounds: int, peak: float) -> dict:
       f"max_loss_diff_{CHECK_STEPS + 1}_steps": {k: float(f"{max(v):.3g}") for k, v in diff.items()},
       "losses_match": same, "loss_tolerance": {"step0": STEP0_TOLERANCE, f"{CHECK_STEPS + 1}_steps": CHECK_TOLERANCE},
       "others_max_core_fraction": round(comparison.max_other_cpu_frac(), 3),
-      "rounds": rounds, "iters_per_block": iters,
+      "rounds": rounds, "iters_per_block": iters, "max_retries": max_retries,
       "page_faults_per_step": {k: int(np.median(v)) for k, v in faults.items()},
       "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),  # the whole process so far
   }
@@ -263,6 +263,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--configs", default="bible", help=f"comma list of {', '.join(CONFIGS)}")
   parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--max-retries", type=int, default=5,
+                      help="times a block disturbed by other processes is retried (each after waiting up to 10 s for quiet)")
   parser.add_argument("--default-malloc", action="store_true",
                       help="leave glibc's malloc settings alone (lineage train changes them; see host_memory.py)")
   args = parser.parse_args()
@@ -276,7 +278,7 @@ def main() -> None:
              "threads": harness.thread_settings(), "torch": torch.__version__,
              "malloc_reuse": MALLOC_REUSE}
   for name in names:
-    figures[name] = bench_config(name, CONFIGS[name], args.rounds, peak)
+    figures[name] = bench_config(name, CONFIGS[name], args.rounds, peak, args.max_retries)
   # The first row's headline figures at the top level (the default run has just that row).
   figures.update({k: figures[names[0]][k] for k in ("ratio_vs_torch", "mfu", "others_max_core_fraction")})
   print(json.dumps(figures))
