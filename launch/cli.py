@@ -21,6 +21,9 @@ EXTRA_COMMANDS: tuple[str, ...] = ("launch.compare", "launch.runs", "launch.neig
 
 
 def _train(args) -> int:
+  from research.train.host_memory import reuse_freed_memory
+
+  reuse_freed_memory()  # before jax starts its threads: XLA:CPU's per-step scratch without page faults
   import jax
 
   if args.distributed:  # every host of a TPU pod slice runs the same command
