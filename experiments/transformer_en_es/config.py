@@ -18,6 +18,19 @@ seq2seq_attention's tokenizer, lengths, batch and steps:
         train.eval_every=600 train.checkpoint_every=600 train.run_name=bible
     lineage bleu runs/transformer_en_es/bible --split test --beam 4
 
+Measured 2026-12-02 against seq2seq_attention's Bible run (1,800 steps, 3.70e13 FLOPs; test
+BLEU 11.0 greedy / 13.5 beam 4, valid nll 3.26), 2-core AMD EPYC shared with other jobs, with
+`model.norm=pre optim.lr=0.8 optim.warmup_steps=200 model.dropout=0.0 train.steps=1900
+train.checkpoint_every=100 train.keep_checkpoints=25` (1,900 steps = 3.55e13 FLOPs, fewer
+than the LSTM's): valid nll 3.24, valid BLEU 13.3 (LSTM 11.6), but test BLEU 9.8 greedy /
+9.7 beam 4, and with the last 5 checkpoints averaged (`lineage bleu --average 5`, sec 6.1)
+10.9 greedy / 11.5 beam 4: the Transformer does NOT beat the LSTM on test at equal FLOPs yet.
+Its beam outputs are short (brevity penalty 0.81 unaveraged). With dropout 0.1 and lr 0.6:
+valid BLEU 12.9, test 9.4 / 10.4 (10.7 averaged). Post-LN at lr 0.3-0.5 learned slower (valid
+nll 4.62 at step 600 vs 4.20 pre-LN). Beam alpha on valid: 0.6 14.4, 1.0 14.6, 1.4 13.5 (LSTM
+14.5 / 14.6 / 13.9). Curves by FLOPs: `lineage compare runs/seq2seq_attention/bible
+runs/transformer_en_es/bible_nodrop --x flops --plot eval/bleu,eval/accuracy --at max`.
+
 The base-size model of the paper: experiments/transformer_base.
 """
 
