@@ -11,6 +11,7 @@ import importlib
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -134,6 +135,20 @@ def prepare(cfg: Config, task, mesh: jax.sharding.Mesh) -> Prepared:
       step=step,
       eval=jax.jit(make_eval_step(graphdef, task.loss_fn), in_shardings=(shardings["params"], data_sharding)),
       n_params=sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params)))
+
+
+def _close_all(*closers) -> None:
+  """Calls every closer, whatever one raises. The first error is raised unless one is already on
+  its way out: on a full disk the checkpointer's (which names the checkpoint still intact) must
+  not be masked by TensorBoard's flush failing on the same disk."""
+  errors = []
+  for close in closers:
+    try:
+      close()
+    except Exception as e:  # noqa: BLE001 - re-raised below
+      errors.append(e)
+  if errors and sys.exc_info()[1] is None:
+    raise errors[0]
 
 
 def train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None, on_step=None,
@@ -294,6 +309,5 @@ def _train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None,
           break
       fetch_pending()
   finally:
-    writer.close()
-    checkpointer.close()
+    _close_all(checkpointer.close, writer.close)
   return Result(run_dir=run_dir, step=step, status=status, state=state, eval=last_eval)
