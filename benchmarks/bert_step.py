@@ -38,6 +38,11 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
+from research.train.host_memory import reuse_freed_memory  # noqa: E402
+
+# As `lineage train` does, before any thread starts (research/train/host_memory.py); one process, so both sides share it.
+MALLOC_REUSE = "--default-malloc" not in sys.argv and reuse_freed_memory()
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -131,6 +136,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--default-malloc", action="store_true",
+                      help="leave glibc's malloc settings alone (lineage train changes them; see host_memory.py)")
   args = parser.parse_args()
   B = args.batch
   peak = harness.matmul_peak_gflops() * 1e9

@@ -26,6 +26,11 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
+from research.train.host_memory import reuse_freed_memory  # noqa: E402
+
+# As `lineage train` does, before any thread starts (research/train/host_memory.py); one process, so both sides share it.
+MALLOC_REUSE = "--default-malloc" not in sys.argv and reuse_freed_memory()
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -185,10 +190,13 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--configs", default="baby,big")
   parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--default-malloc", action="store_true",
+                      help="leave glibc's malloc settings alone (lineage train changes them; see host_memory.py)")
   args = parser.parse_args()
   peak = harness.matmul_peak_gflops() * 1e9
   print(f"f32 2048^3 matmul peak: {peak / 1e9:.0f} GFLOP/s; threads: {harness.thread_settings()}", flush=True)
-  figures = {"benchmark": "gpt_step", "matmul_peak_gflops": round(peak / 1e9, 1), "threads": harness.thread_settings()}
+  figures = {"benchmark": "gpt_step", **harness.cpu_info(), "matmul_peak_gflops": round(peak / 1e9, 1),
+             "threads": harness.thread_settings(), "torch": torch.__version__, "malloc_reuse": MALLOC_REUSE}
   for name in args.configs.split(","):
     figures[name] = bench_config(name, CONFIGS[name], args.rounds, peak)
   print(json.dumps(figures))

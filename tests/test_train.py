@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import time
 
 import jax
 import jax.numpy as jnp
@@ -191,3 +192,27 @@ def test_bfloat16_compute_keeps_float32_parameters(corpus, tmp_path):
   state, metrics = p.step(state, batch)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state["params"]))
   assert np.isfinite(float(metrics["loss"]))
+
+
+class SlowTask(lm.Task):
+  """Each batch takes 0.1 s to make and each evaluation 1 s: the throughput a log row reports is known."""
+
+  def train_batch(self, step):
+    time.sleep(0.1)
+    return super().train_batch(step)
+
+  def evaluate(self, model):
+    time.sleep(1.0)
+    return {}
+
+
+def test_step_seconds_count_every_step_of_a_window_and_no_evaluation(corpus, tmp_path):
+  # Evaluations at steps 3 and 9 fall inside the windows ending at 4 and 10: a window's time must
+  # cover all its steps (once it covered only those after the evaluation) and leave the 1 s out.
+  cfg = tiny_config(corpus, tmp_path, steps=12, log_every=4, eval_every=3, checkpoint_every=12)
+  loop.train(cfg, task=SlowTask(cfg, log=lambda *_: None), run_dir=tmp_path / "run", log=lambda *_: None)
+  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  seconds = {r["step"]: r["perf/step_seconds"] for r in rows if "perf/step_seconds" in r}
+  assert sorted(seconds) == [4, 8, 12]
+  for step, s in seconds.items():
+    assert 0.1 <= s < 0.1 + 0.15, (step, s)  # 0.15: the tiny step's own time, with room for a busy machine

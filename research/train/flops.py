@@ -10,6 +10,7 @@ With a sharded program the count is per device.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -64,7 +65,10 @@ def device_peak_flops(dtype: str, cache_file: Path | None = None) -> tuple[float
   if device.platform != "cpu":
     return 0.0, f"unknown device {kind!r}: add it to PEAK_FLOPS in research/train/flops.py"
   # A CPU has no data-sheet number that XLA reaches; measure the matmul ceiling once per machine.
-  key = f"{kind}|{dtype}|{jax.device_count()}"
+  # The cores this process may use are part of the key: a run pinned to one core (taskset)
+  # must not leave its one-core peak behind for runs that have the whole machine.
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  key = f"{kind}|{dtype}|{jax.device_count()}|{cores} cores"
   cached = json.loads(cache_file.read_text()) if cache_file and cache_file.exists() else {}
   if key not in cached:
     # With simulated devices the threads are shared, so one device's share of the peak.

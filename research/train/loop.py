@@ -239,7 +239,7 @@ def _train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None,
   window: list[dict] = []  # fetched train metrics since the last log line
   last_eval: dict = {}
   pending = None  # (step, metrics on device): fetched one step late, so dispatch runs ahead
-  t_window, data_seconds, step = time.perf_counter(), 0.0, start
+  t_window, data_seconds, eval_seconds, step = time.perf_counter(), 0.0, 0.0, start
   status = "done"
 
   def fetch_pending():
@@ -271,7 +271,7 @@ def _train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None,
         if step % tc.log_every == 0 or step == tc.steps:
           fetch_pending()
           jax.block_until_ready(state)
-          elapsed = time.perf_counter() - t_window
+          elapsed = time.perf_counter() - t_window - eval_seconds  # evaluation time is not training throughput
           mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
           n = len(window)
           row = {f"train/{k}": v for k, v in {**mean, **task.derived_metrics(mean)}.items()}
@@ -283,16 +283,18 @@ def _train(cfg: Config, *, task=None, run_dir: Path | None = None, devices=None,
           })
           writer.write(step, row)
           writer.progress(step, loss=mean["loss"], tok_s=row["perf/tokens_per_second"], mfu=row["perf/mfu"])
-          window, t_window, data_seconds = [], time.perf_counter(), 0.0
+          window, t_window, data_seconds, eval_seconds = [], time.perf_counter(), 0.0, 0.0
 
         if step % tc.eval_every == 0 or step == tc.steps:
           fetch_pending()
+          jax.block_until_ready(state)
+          t_eval = time.perf_counter()
           last_eval = evaluate(state["params"])
           writer.write(step, {f"eval/{k}": v for k, v in last_eval.items()})
           if primary:
             task.save_evaluation(run_dir, step)
           log(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in last_eval.items()))
-          t_window = time.perf_counter()  # evaluation time is not training throughput
+          eval_seconds += time.perf_counter() - t_eval
 
         if step % tc.checkpoint_every == 0 or step == tc.steps:
           fetch_pending()  # never save a state whose step went non-finite
