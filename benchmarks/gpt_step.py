@@ -134,35 +134,14 @@ def bench_config(name: str, spec: dict, rounds: int, peak: float) -> dict:
       models["torch_compile"], torch_gpt.make_optimizer(models["torch_compile"]), compile=True)
 
   # ------------------------------------------------------------ sameness: 21 steps on the same batches
-  losses = {"lineage": [], "torch_eager": [], "torch_compile": []}
-  for k in range(21):
-    state, metrics = compiled(state, device_batches[k % 4])
-    losses["lineage"].append(float(metrics["loss"]))
-    for side in ("torch_eager", "torch_compile"):
-      losses[side].append(steps[side](*torch_batches[k % 4]))
-  diff = {side: [abs(a - b) for a, b in zip(losses["lineage"], losses[side])] for side in ("torch_eager", "torch_compile")}
-  print(f"[{name}] loss step 0: lineage {losses['lineage'][0]:.6f}, torch {losses['torch_eager'][0]:.6f}; "
-        f"step 20: lineage {losses['lineage'][20]:.6f}, torch eager {losses['torch_eager'][20]:.6f}, "
-        f"compile {losses['torch_compile'][20]:.6f}; max |diff| {max(diff['torch_eager']):.2e} / "
-        f"{max(diff['torch_compile']):.2e}", flush=True)
+  peers = {side: (lambda k, side=side: steps[side](*torch_batches[k % 4])) for side in ("torch_eager", "torch_compile")}
+  state, same = harness.same_training(compiled, state, device_batches, peers)
+  losses, diff = same.losses, same.diff
+  print(same.summary(f"[{name}] "), flush=True)
 
   # ------------------------------------------------------------ speed, interleaved
-  holder = {"state": state, "k": 0}
-
-  def lineage_step():
-    holder["k"] += 1
-    holder["state"], m = compiled(holder["state"], device_batches[holder["k"] % 4])
-    jax.block_until_ready(m["loss"])
-
-  def torch_step(side):
-    def run():
-      holder["k"] += 1
-      steps[side](*torch_batches[holder["k"] % 4])  # .item() inside: synchronous
-    return run
-
   iters = 10 if name == "baby" else 1
-  comparison = harness.interleaved({"lineage": lineage_step, "torch_eager": torch_step("torch_eager"),
-                                    "torch_compile": torch_step("torch_compile")},
+  comparison = harness.interleaved(harness.step_callables(compiled, state, device_batches, peers),
                                    rounds=rounds, iters=iters, warmup=2)
   tokens = B * T
   print(comparison.table(baseline="torch_eager", units_per_call=tokens), flush=True)

@@ -193,6 +193,59 @@ def interleaved(fns: Mapping[str, Callable[[], object]],
 
 
 # --------------------------------------------------------------------------
+# Train steps, lineage's and a peer's, on the same batches
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class SameTraining:
+  """Losses of `steps` train steps on every side; `diff` is |lineage - peer| per step."""
+  losses: dict[str, list[float]]
+  diff: dict[str, list[float]]
+
+  def summary(self, label: str = "") -> str:
+    peers = [k for k in self.losses if k != "lineage"]
+    last = len(self.losses["lineage"]) - 1
+    return (f"{label}loss step 0: " + ", ".join(f"{k} {v[0]:.6f}" for k, v in self.losses.items())
+            + f"; step {last}: " + ", ".join(f"{k} {v[-1]:.6f}" for k, v in self.losses.items())
+            + "; max |diff| " + " / ".join(f"{max(self.diff[k]):.2e}" for k in peers))
+
+
+def same_training(compiled, state, batches: list, peers: Mapping[str, Callable[[int], float]],
+                  steps: int = 21) -> tuple[object, SameTraining]:
+  """Takes `steps` steps of lineage's compiled train step `(state, batch) -> (state, metrics)` and of
+  each peer's `step(k) -> loss` on batch k % len(batches); returns lineage's state after them."""
+  losses = {"lineage": [], **{k: [] for k in peers}}
+  for k in range(steps):
+    state, metrics = compiled(state, batches[k % len(batches)])
+    losses["lineage"].append(float(metrics["loss"]))
+    for side, step in peers.items():
+      losses[side].append(float(step(k)))
+  diff = {side: [abs(a - b) for a, b in zip(losses["lineage"], losses[side])] for side in peers}
+  return state, SameTraining(losses, diff)
+
+
+def step_callables(compiled, state, batches: list, peers: Mapping[str, Callable[[int], object]]
+                   ) -> dict[str, Callable[[], None]]:
+  """Zero-argument synchronous callables for `interleaved`: lineage's compiled step, carrying its
+  state from call to call, and each peer's `step(k)` (synchronous itself), over the same batches."""
+  holder = {"state": state, "k": 0}
+
+  def lineage():
+    holder["k"] += 1
+    holder["state"], metrics = compiled(holder["state"], batches[holder["k"] % len(batches)])
+    metrics["loss"].block_until_ready()
+
+  def peer(step):
+    def run():
+      holder["k"] += 1
+      step(holder["k"])
+    return run
+
+  return {"lineage": lineage, **{side: peer(step) for side, step in peers.items()}}
+
+
+# --------------------------------------------------------------------------
 # Ceiling and settings
 # --------------------------------------------------------------------------
 

@@ -201,36 +201,16 @@ def bench_config(name: str, spec: dict, rounds: int, peak: float, max_retries: i
   steps["torch_compile"] = make("torch_compile")  # a fresh optimizer and schedule; the compiled graph is cached
 
   # ------------------------------------------------------------ sameness: 21 steps on the same batches
-  losses = {"lineage": [], "torch_eager": [], "torch_compile": []}
-  for k in range(CHECK_STEPS + 1):
-    state, metrics = compiled(state, device_batches[k % 4])
-    losses["lineage"].append(float(metrics["loss"]))
-    for side in ("torch_eager", "torch_compile"):
-      losses[side].append(steps[side](*torch_batches[k % 4]))
-  diff = {side: [abs(a - b) for a, b in zip(losses["lineage"], losses[side])] for side in ("torch_eager", "torch_compile")}
-  print(f"[{name}] loss step 0: lineage {losses['lineage'][0]:.6f}, torch {losses['torch_eager'][0]:.6f}; step "
-        f"{CHECK_STEPS}: lineage {losses['lineage'][-1]:.6f}, torch eager {losses['torch_eager'][-1]:.6f}, compile "
-        f"{losses['torch_compile'][-1]:.6f}; max |diff| {max(diff['torch_eager']):.2e} / "
-        f"{max(diff['torch_compile']):.2e}", flush=True)
+  peers = {side: (lambda k, side=side: steps[side](*torch_batches[k % 4])) for side in ("torch_eager", "torch_compile")}
+  state, check = harness.same_training(compiled, state, device_batches, peers, steps=CHECK_STEPS + 1)
+  losses, diff = check.losses, check.diff
+  print(check.summary(f"[{name}] "), flush=True)
   same = all(d[0] <= STEP0_TOLERANCE and max(d) <= CHECK_TOLERANCE for d in diff.values())
   if not same:
     print(f"[{name}] WARNING: the losses differ by more than {STEP0_TOLERANCE:g} at step 0 or {CHECK_TOLERANCE:g} "
           f"later: the two sides do not compute the same function, so their speeds are not comparable", flush=True)
 
   # ------------------------------------------------------------ speed, interleaved
-  holder = {"state": state, "k": 0}
-
-  def lineage_step():
-    holder["k"] += 1
-    holder["state"], m = compiled(holder["state"], device_batches[holder["k"] % 4])
-    jax.block_until_ready(m["loss"])
-
-  def torch_step(side):
-    def run():
-      holder["k"] += 1
-      steps[side](*torch_batches[holder["k"] % 4])  # .item() inside: synchronous
-    return run
-
   iters = spec["iters"]
   gc.collect()
   gc.freeze()  # the setup's objects: no full collection scans them in the middle of a timed block
@@ -243,9 +223,8 @@ def bench_config(name: str, spec: dict, rounds: int, peak: float, max_retries: i
       faults[side].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     return run
 
-  comparison = harness.interleaved({"lineage": counting_faults("lineage", lineage_step),
-                                    "torch_eager": counting_faults("torch_eager", torch_step("torch_eager")),
-                                    "torch_compile": counting_faults("torch_compile", torch_step("torch_compile"))},
+  steps_of = harness.step_callables(compiled, state, device_batches, peers)
+  comparison = harness.interleaved({side: counting_faults(side, fn) for side, fn in steps_of.items()},
                                    rounds=rounds, iters=iters, warmup=5, max_retries=max_retries)
   tokens = B * 2 * L
   print(comparison.table(baseline="torch_eager", units_per_call=tokens), flush=True)
