@@ -38,33 +38,11 @@ import torch  # noqa: E402
 
 import harness  # noqa: E402
 from peers import torch_gpt  # noqa: E402
-from research.config import Config, MeshConfig, OptimConfig, TrainConfig  # noqa: E402
-from research.models import gpt  # noqa: E402
-from research.objectives import base, lm  # noqa: E402
+import synthetic_gpt  # noqa: E402
+from research.config import MeshConfig  # noqa: E402
 from research.train.flops import compiled_flops  # noqa: E402
 from research.train.loop import prepare  # noqa: E402
 from research.train.sharding import make_mesh, put_batch  # noqa: E402
-
-CONFIGS = {  # vocab 65: nanoGPT's shakespeare_char
-    "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch=12),
-    "big": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch=8),
-}
-VOCAB = 65
-
-
-class SyntheticTask(base.Task):
-  """The LM objective on fixed random batches: what the trainer needs, and no corpus."""
-
-  def __init__(self, cfg: Config, batches: list[dict]):
-    super().__init__(cfg, log=lambda *_: None)
-    self.batches = batches
-
-  def loss_fn(self, model, batch, rng, train):
-    return lm.loss_fn(model, batch, rng, train)
-
-  def train_batch(self, step: int) -> dict:
-    return self.batches[step % len(self.batches)]
-
 
 def lineage_params_from_torch(weights: dict[str, np.ndarray], params, n_layer: int):
   """Copies torch_gpt.export_weights (Flax (in, out) layout) into lineage's parameter tree."""
@@ -88,27 +66,13 @@ def lineage_params_from_torch(weights: dict[str, np.ndarray], params, n_layer: i
 
 def bench_config(name: str, spec: dict, rounds: int, peak: float) -> dict:
   B, T = spec["batch"], spec["block_size"]
-  cfg = Config(
-      experiment=f"bench_{name}", objective="lm",
-      model=gpt.Config(vocab_size=VOCAB, block_size=T, n_layer=spec["n_layer"], n_head=spec["n_head"],
-                       n_embd=spec["n_embd"], dropout=0.0, bias=False),
-      optim=OptimConfig(lr=1e-3, warmup_steps=0, schedule="constant", beta1=0.9, beta2=0.99, eps=1e-8,
-                        weight_decay=0.1, grad_clip=1.0),
-      train=TrainConfig(steps=10_000, batch_size=B))
-  rng = np.random.default_rng(0)
-  # A learnable sequence (a noisy cyclic pattern), so the sameness check follows a falling loss.
-  batches = []
-  for _ in range(4):
-    start = rng.integers(0, VOCAB, (B, 1))
-    seq = (start + np.arange(T + 1)) % VOCAB
-    seq = np.where(rng.random(seq.shape) < 0.1, rng.integers(0, VOCAB, seq.shape), seq).astype(np.int32)
-    batches.append({"inputs": seq[:, :-1], "targets": seq[:, 1:]})
-  task = SyntheticTask(cfg, batches)
+  cfg, batches = synthetic_gpt.config(name), synthetic_gpt.batches(name)
+  task = synthetic_gpt.SyntheticTask(cfg, batches)
   p = prepare(cfg, task, make_mesh(MeshConfig(), jax.devices()[:1]))
 
   torch.manual_seed(0)
-  tcfg = torch_gpt.GPTConfig(vocab_size=VOCAB, block_size=T, n_layer=spec["n_layer"], n_head=spec["n_head"],
-                             n_embd=spec["n_embd"])
+  tcfg = torch_gpt.GPTConfig(vocab_size=synthetic_gpt.VOCAB, block_size=T, n_layer=spec["n_layer"],
+                             n_head=spec["n_head"], n_embd=spec["n_embd"])
   models = {"torch_eager": torch_gpt.GPT(tcfg, seed=0), "torch_compile": torch_gpt.GPT(tcfg, seed=0)}
   weights = torch_gpt.export_weights(models["torch_eager"])
   torch_gpt.load_weights(models["torch_compile"], weights)
@@ -177,7 +141,7 @@ def main() -> None:
   figures = {"benchmark": "gpt_step", **harness.cpu_info(), "matmul_peak_gflops": round(peak / 1e9, 1),
              "threads": harness.thread_settings(), "torch": torch.__version__, "malloc_reuse": MALLOC_REUSE}
   for name in args.configs.split(","):
-    figures[name] = bench_config(name, CONFIGS[name], args.rounds, peak)
+    figures[name] = bench_config(name, synthetic_gpt.CONFIGS[name], args.rounds, peak)
   print(json.dumps(figures))
 
 
