@@ -41,9 +41,9 @@ AMD EPYC, one core a run), EM / F1 at the best evaluation (step) and at step 600
 so the longer pretraining does not help either: the fine-tuned run starts from a worse
 held-out loss (1.98 vs 1.87 at step 100, lr 3e-4). bert_wiki's MLM loss flattens near 6.4
 nats from step ~700 on (the unigram entropy of its pieces is ~6.9; GPT on the same tokens
-reaches 5.5), so the encoder holds little more than token frequencies. Making pretraining
-learn context (checked against Hugging Face's BertForPreTraining trained on the same
-batches) comes before tuning this fine-tuning.
+reaches 5.5), so the encoder holds little more than token frequencies. The train step itself
+matches Hugging Face's BertForPreTraining over 21 steps (benchmarks/bert_step.py), so the
+pretraining recipe and scale are what to change before tuning this fine-tuning.
 """
 
 from research.config import Config, DataConfig, OptimConfig, TokenizerConfig, TrainConfig
