@@ -202,6 +202,7 @@ def main() -> None:
       "benchmark": "bert_step", "model": "BERT-Mini 4L/256, vocab 30522", "batch": B, "seq_len": SEQ,
       "predictions": PREDICTIONS, **harness.cpu_info(), "matmul_peak_gflops": round(peak / 1e9, 1),
       "threads": harness.thread_settings(), "transformers": transformers.__version__, "torch": torch.__version__,
+      "malloc_reuse": MALLOC_REUSE,
       "tokens_per_step": tokens, "flops_per_step": step_flops,
       **{f"{side}_tok_s": round(tokens / comparison.median(side), 1) for side in comparison.blocks},
       "ratio_vs_hf": round(comparison.ratio("lineage", faster), 4), "hf_faster_variant": faster,
