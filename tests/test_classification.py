@@ -247,6 +247,7 @@ def test_fine_tuning_loads_the_encoder_and_keeps_the_classifier_fresh(source):
   assert "2 fresh (classifier/bias, classifier/kernel)" in messages[0] and "not used" in messages[0]
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_fine_tuning_run_logs_accuracy_and_f1(source):
   cfg = finetune_config(source)
   result = loop.train(cfg, run_dir=source / "ft", log=lambda *_: None)

@@ -16,6 +16,7 @@ def model():
   return gpt.build(CFG, rngs=nnx.Rngs(3))
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_kv_cache_decoding_matches_full_forward(model):
   tokens = jax.random.randint(jax.random.key(0), (3, 20), 0, CFG.vocab_size)
   full = model(tokens)

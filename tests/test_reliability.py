@@ -175,6 +175,7 @@ loop.train(load_experiment(sys.argv[1], ["train.steps=20"]), run_dir=run, on_ste
 """
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_second_train_is_refused_then_resumes_after_sigkill_with_one_row_per_step(experiment, tmp_path):
   run = tmp_path / "run"
   train = [sys.executable, "-m", "launch.cli", "train", str(experiment), "train.steps=20", "--run-dir", str(run)]
@@ -279,6 +280,7 @@ def small_disk(tmp_path):
   subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_a_really_full_disk_stops_the_run_and_the_same_command_resumes(corpus, tmp_path, small_disk):
   TRIED.append("a really full disk (900 KB tmpfs) under asynchronous saves")
   run = small_disk / "run"

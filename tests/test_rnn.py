@@ -145,6 +145,7 @@ def lm_config(model, tmp_path) -> Config:
                         checkpoint_every=60, runs_dir=str(tmp_path / "runs"), progress=False))
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_lstm_lm_trains_with_the_lm_objective_and_logs_gpts_metric_names(tmp_path):
   cfg = lm_config(lstm.Config(block_size=16, n_layer=2, n_embd=32, n_hidden=48), tmp_path)
   cfg.optim.lr, cfg.train.steps, cfg.train.eval_every = 3e-2, 100, 100

@@ -20,6 +20,7 @@ from research.train.sharding import make_mesh
 from tests.test_train import corpus, params_of, tiny_config  # noqa: F401 - the fixture and the tiny GPT
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_bad_model_value_exits_2_with_one_line_and_leaves_no_run_directory(tmp_path, capsys):
   runs = tmp_path / "runs"
   args = ["train", "experiments/seq2seq_attention", "model.attention=bahdanau", "train.run_name=x",
@@ -74,6 +75,7 @@ def test_config_round_trip_keeps_the_objective_section(tmp_path):
   assert saved["objective"]["name"] == "translation"
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_task_defaults_and_derived_settings_are_logged(corpus, tmp_path):  # noqa: F811
   logged = []
   cfg = tiny_config(corpus, tmp_path)
@@ -118,6 +120,7 @@ def test_token_cross_entropy_matches_numpy():
   np.testing.assert_allclose(float(plain), nll.mean(), rtol=1e-5)
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_fine_tuning_loads_the_source_parameters_keeps_skipped_ones_fresh_and_starts_at_step_0(corpus, tmp_path):  # noqa: F811
   source = loop.train(tiny_config(corpus, tmp_path, steps=4), run_dir=tmp_path / "source", log=lambda *_: None)
   src_params = params_of(source)
@@ -153,6 +156,7 @@ def test_fine_tuning_loads_the_source_parameters_keeps_skipped_ones_fresh_and_st
   assert [r["step"] for r in rows if "train/loss" in r] == [2]
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_fine_tuning_errors_name_the_parameter(corpus, tmp_path):  # noqa: F811
   loop.train(tiny_config(corpus, tmp_path, steps=2), run_dir=tmp_path / "source", log=lambda *_: None)
   cfg = tiny_config(corpus, tmp_path, steps=2, init_from=str(tmp_path / "source"))
@@ -169,6 +173,7 @@ def test_fine_tuning_errors_name_the_parameter(corpus, tmp_path):  # noqa: F811
     init_from_run(tmp_path / "source", p.init()["params"])
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_init_from_inherits_the_source_model_settings(corpus, tmp_path):  # noqa: F811
   loop.train(tiny_config(corpus, tmp_path, steps=2), run_dir=tmp_path / "source", log=lambda *_: None)
   cfg = load_experiment("experiments/gpt_wiki", [f"train.init_from={tmp_path / 'source'}", "model.dropout=0.2"])

@@ -96,6 +96,7 @@ def test_copy_task_loss_falls_near_zero_and_greedy_reproduces_the_input():
   np.testing.assert_array_equal(out, test["tgt_out"])
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_scheduled_sampling_trains_and_differs_from_teacher_forcing():
   model = seq2seq.build(tiny(attention="dot"), rngs=nnx.Rngs(5))
   batch = {k: jnp.asarray(v) for k, v in copy_batch(np.random.default_rng(2), 4).items()}

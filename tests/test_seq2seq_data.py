@@ -69,6 +69,7 @@ def test_bleu_is_100_for_identical_text_and_low_for_unrelated():
   assert corpus_bleu(["x y z", "q"], refs) < 5
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_translation_run_end_to_end(tmp_path, capsys):
   path = tmp_path / "numbers.tsv"  # no header: source, target; the last 2 x 10% are valid and test
   splits = numbers.numbers_en_es(n_train=200, n_eval=20)

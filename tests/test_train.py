@@ -79,6 +79,7 @@ def test_sharded_step_matches_one_device(corpus, tmp_path):
   assert mu.sharding.spec == P("tensor", "fsdp")  # an Adam moment is sharded as its parameter
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_sigterm_then_resume_is_bitwise_identical(corpus, tmp_path):
   straight = loop.train(tiny_config(corpus, tmp_path), run_dir=tmp_path / "straight", log=lambda *_: None)
   assert straight.status == "done" and straight.step == 12
@@ -164,6 +165,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state["params"])))
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_gradient_accumulation_matches_one_big_batch(corpus, tmp_path):
   cfg = tiny_config(corpus, tmp_path)
   cfg.model.dropout = 0.0  # accumulation splits the dropout rng; compare the deterministic model
@@ -180,6 +182,7 @@ def test_gradient_accumulation_matches_one_big_batch(corpus, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # end to end, 12-50 s on a 2-core AVX2 CPU: kept out of CI's 15 minutes
 def test_bfloat16_compute_keeps_float32_parameters(corpus, tmp_path):
   cfg = tiny_config(corpus, tmp_path, compute_dtype="bfloat16")
   task = lm.Task(cfg, log=lambda *_: None)
@@ -195,20 +198,20 @@ def test_bfloat16_compute_keeps_float32_parameters(corpus, tmp_path):
 
 
 class SlowTask(lm.Task):
-  """Each batch takes 0.1 s to make and each evaluation 1 s: the throughput a log row reports is known."""
+  """Each batch takes 0.1 s to make and each evaluation 0.5 s: the throughput a log row reports is known."""
 
   def train_batch(self, step):
     time.sleep(0.1)
     return super().train_batch(step)
 
   def evaluate(self, model):
-    time.sleep(1.0)
+    time.sleep(0.5)
     return {}
 
 
 def test_step_seconds_count_every_step_of_a_window_and_no_evaluation(corpus, tmp_path):
   # Evaluations at steps 3 and 9 fall inside the windows ending at 4 and 10: a window's time must
-  # cover all its steps (once it covered only those after the evaluation) and leave the 1 s out.
+  # cover all its steps (once it covered only those after the evaluation) and leave the 0.5 s out.
   cfg = tiny_config(corpus, tmp_path, steps=12, log_every=4, eval_every=3, checkpoint_every=12)
   loop.train(cfg, task=SlowTask(cfg, log=lambda *_: None), run_dir=tmp_path / "run", log=lambda *_: None)
   rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
