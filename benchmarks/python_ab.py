@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -129,6 +130,8 @@ def main() -> None:
     return worker(args.worker)
   if not args.b:
     parser.error("--b: the python of the environment to compare with this one")
+  if not (Path(args.b).is_file() and os.access(args.b, os.X_OK)):
+    parser.error(f"--b {args.b}: not an executable python")
   import harness
 
   figures = {"benchmark": "python_ab", **harness.cpu_info()}
