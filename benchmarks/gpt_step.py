@@ -12,6 +12,13 @@ same batches. Then the three are timed in interleaved rounds (benchmarks/harness
 medians reported with the CPU time other processes took during the blocks. MFU is
 against the f32 2048^3 matmul peak measured in this run, with FLOPs from XLA's cost
 analysis of lineage's compiled step (the same count for every side). Ends with one JSON line.
+
+    python benchmarks/gpt_step.py --dtype bfloat16
+
+is the mixed-precision row: lineage with `train.compute_dtype=bfloat16` (float32 master
+weights, bfloat16 matmuls) against the same torch model under `torch.autocast("cpu",
+bfloat16)`, as nanoGPT trains; MFU against the bfloat16 matmul peak (float32 accumulation).
+Worth running where the CPU has AVX512-BF16 or AMX (the JSON's cpu_extensions say).
 """
 
 from __future__ import annotations
@@ -64,9 +71,9 @@ def lineage_params_from_torch(weights: dict[str, np.ndarray], params, n_layer: i
   return params
 
 
-def bench_config(name: str, spec: dict, rounds: int, peak: float) -> dict:
+def bench_config(name: str, spec: dict, rounds: int, peak: float, dtype: str) -> dict:
   B, T = spec["batch"], spec["block_size"]
-  cfg, batches = synthetic_gpt.config(name), synthetic_gpt.batches(name)
+  cfg, batches = synthetic_gpt.config(name, compute_dtype=dtype), synthetic_gpt.batches(name)
   task = synthetic_gpt.SyntheticTask(cfg, batches)
   p = prepare(cfg, task, make_mesh(MeshConfig(), jax.devices()[:1]))
 
@@ -87,7 +94,8 @@ def bench_config(name: str, spec: dict, rounds: int, peak: float) -> dict:
   jax_compile_s = time.perf_counter() - t
   step_flops = compiled_flops(compiled)
 
-  steps = {k: torch_gpt.make_train_step(m, torch_gpt.make_optimizer(m), compile=(k == "torch_compile"))
+  autocast = torch.bfloat16 if dtype == "bfloat16" else None
+  steps = {k: torch_gpt.make_train_step(m, torch_gpt.make_optimizer(m), compile=(k == "torch_compile"), autocast=autocast)
            for k, m in models.items()}
   t = time.perf_counter()
   steps["torch_compile"](*torch_batches[0])  # compile (and take step 0; replayed below)
@@ -95,7 +103,7 @@ def bench_config(name: str, spec: dict, rounds: int, peak: float) -> dict:
   # Undo that step: fresh weights and optimizer for the compiled model.
   torch_gpt.load_weights(models["torch_compile"], weights)
   steps["torch_compile"] = torch_gpt.make_train_step(
-      models["torch_compile"], torch_gpt.make_optimizer(models["torch_compile"]), compile=True)
+      models["torch_compile"], torch_gpt.make_optimizer(models["torch_compile"]), compile=True, autocast=autocast)
 
   # ------------------------------------------------------------ sameness: 21 steps on the same batches
   peers = {side: (lambda k, side=side: steps[side](*torch_batches[k % 4])) for side in ("torch_eager", "torch_compile")}
@@ -135,13 +143,15 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--default-malloc", action="store_true",
                       help="leave glibc's malloc settings alone (lineage train changes them; see host_memory.py)")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="compute dtype: bfloat16 is lineage's train.compute_dtype against torch bf16 autocast")
   args = parser.parse_args()
-  peak = harness.matmul_peak_gflops() * 1e9
-  print(f"f32 2048^3 matmul peak: {peak / 1e9:.0f} GFLOP/s; threads: {harness.thread_settings()}", flush=True)
-  figures = {"benchmark": "gpt_step", **harness.cpu_info(), "matmul_peak_gflops": round(peak / 1e9, 1),
+  peak = harness.matmul_peak_gflops(dtype=args.dtype) * 1e9
+  print(f"{args.dtype} 2048^3 matmul peak: {peak / 1e9:.0f} GFLOP/s; threads: {harness.thread_settings()}", flush=True)
+  figures = {"benchmark": "gpt_step", "dtype": args.dtype, **harness.cpu_info(), "matmul_peak_gflops": round(peak / 1e9, 1),
              "threads": harness.thread_settings(), "torch": torch.__version__, "malloc_reuse": MALLOC_REUSE}
   for name in args.configs.split(","):
-    figures[name] = bench_config(name, synthetic_gpt.CONFIGS[name], args.rounds, peak)
+    figures[name] = bench_config(name, synthetic_gpt.CONFIGS[name], args.rounds, peak, args.dtype)
   print(json.dumps(figures))
 
 

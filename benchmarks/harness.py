@@ -250,17 +250,18 @@ def step_callables(compiled, state, batches: list, peers: Mapping[str, Callable[
 # --------------------------------------------------------------------------
 
 
-def matmul_peak_gflops(n: int = 2048, reps: int = 5, rounds: int = 3) -> float:
-  """Measured f32 matmul throughput of JAX/XLA on this machine, GFLOP/s (best of rounds).
+def matmul_peak_gflops(n: int = 2048, reps: int = 5, rounds: int = 3, dtype: str = "float32") -> float:
+  """Measured matmul throughput of JAX/XLA on this machine, GFLOP/s (best of rounds).
 
-    An n^3 matmul is compute-bound, so this is the practical ceiling for MFU.
+    An n^3 matmul is compute-bound, so this is the practical ceiling for MFU. Accumulated in
+    float32, which for bfloat16 operands is XLA:CPU's fastest path (see research/train/flops.py).
     """
   import jax
   import jax.numpy as jnp
 
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  mm = jax.jit(jnp.matmul)
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(dtype)
+  mm = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
   mm(a, b).block_until_ready()
   best = float("inf")
   for _ in range(rounds):

@@ -36,7 +36,7 @@ class SyntheticTask(base.Task):
     return self.batches[step % len(self.batches)]
 
 
-def config(name: str) -> Config:
+def config(name: str, compute_dtype: str = "float32") -> Config:
   spec = CONFIGS[name]
   return Config(
       experiment=f"bench_{name}", objective="lm",
@@ -45,7 +45,7 @@ def config(name: str) -> Config:
       optim=OptimConfig(lr=1e-3, warmup_steps=0, schedule="constant", beta1=0.9, beta2=0.99, eps=1e-8,
                         weight_decay=0.1, grad_clip=1.0),
       mesh=MeshConfig(),
-      train=TrainConfig(steps=10_000, batch_size=spec["batch"]))
+      train=TrainConfig(steps=10_000, batch_size=spec["batch"], compute_dtype=compute_dtype))
 
 
 def batches(name: str, n: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:

@@ -42,6 +42,23 @@ def test_matmul():
   check_same_gradients(vjp.matmul, lambda x, w: x @ w, randn(0, 2, 5, 8), randn(1, 8, 32))
 
 
+@pytest.mark.parametrize("w_is_out_in", [False, True])
+@pytest.mark.parametrize("n, m", [(8, 24), (24, 8), (16, 16)])  # a square kernel would hide a dW^T
+def test_bfloat16_matmul_gradients_are_those_of_the_float32_product(n, m, w_is_out_in):
+  x, dy = randn(8, 3, 5, n).astype(jnp.bfloat16), randn(9, 3, 5, m)
+  w = randn(10, *((m, n) if w_is_out_in else (n, m))).astype(jnp.bfloat16)
+  plain = lambda x, w: jnp.einsum("...i,oi->...o" if w_is_out_in else "...i,io->...o", x, w)
+  y = vjp.matmul_bf16(x, w, w_is_out_in)
+  assert y.dtype == jnp.bfloat16
+  f32 = lambda a: a.astype(jnp.float32)
+  g_fast = jax.grad(lambda x, w: (f32(vjp.matmul_bf16(x, w, w_is_out_in)) * dy).sum(), (0, 1))(x, w)
+  g_plain = jax.grad(lambda x, w: (plain(x, w) * dy).sum(), (0, 1))(f32(x), f32(w))
+  np.testing.assert_allclose(f32(y), plain(f32(x), f32(w)), rtol=1e-2, atol=1e-2)  # one bf16 rounding
+  for a, b in zip(g_fast, g_plain):
+    assert a.shape == b.shape and a.dtype == jnp.bfloat16
+    np.testing.assert_allclose(f32(a), b, rtol=2e-2, atol=2e-2 * float(jnp.abs(b).max()))
+
+
 def test_layer_norm():
   check_same_gradients(vjp.layer_norm, plain_layer_norm, randn(2, 3, 7, 16) * 3 + 1, randn(3, 16), randn(4, 16))
 

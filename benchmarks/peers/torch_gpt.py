@@ -190,10 +190,16 @@ def train_step(model: nn.Module,
                optimizer: torch.optim.Optimizer,
                x: torch.Tensor,
                y: torch.Tensor,
-               clip: float = 1.0) -> float:
-  """One AdamW step with global-norm clipping; returns the loss before the update."""
+               clip: float = 1.0,
+               autocast: torch.dtype | None = None) -> float:
+  """One AdamW step with global-norm clipping; returns the loss before the update.
+
+    With `autocast` (torch.bfloat16) the forward runs under CPU autocast, as nanoGPT's
+    training loop does: matmuls in bf16, weights, gradients and optimizer in float32.
+    """
   optimizer.zero_grad(set_to_none=True)
-  loss = model(x, y)
+  with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
+    loss = model(x, y)
   loss.backward()
   torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
   optimizer.step()
@@ -203,7 +209,8 @@ def train_step(model: nn.Module,
 def make_train_step(model: GPT,
                     optimizer: torch.optim.Optimizer,
                     compile: bool = False,
-                    clip: float = 1.0) -> Callable[[torch.Tensor, torch.Tensor], float]:
+                    clip: float = 1.0,
+                    autocast: torch.dtype | None = None) -> Callable[[torch.Tensor, torch.Tensor], float]:
   """A `step(x, y) -> loss` closure; with compile=True the model goes through torch.compile.
 
     Only the model (forward, and through AOTAutograd its backward) is compiled;
@@ -212,6 +219,6 @@ def make_train_step(model: GPT,
   fwd = torch.compile(model) if compile else model
 
   def step(x: torch.Tensor, y: torch.Tensor) -> float:
-    return train_step(fwd, optimizer, x, y, clip)
+    return train_step(fwd, optimizer, x, y, clip, autocast)
 
   return step

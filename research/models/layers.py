@@ -42,7 +42,9 @@ class Dense(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x, w = x.astype(self.dtype), self.kernel[...].astype(self.dtype)
-    if self.store_transposed:
+    if self.dtype == jnp.bfloat16:
+      y = vjp.matmul_bf16(x, w, self.store_transposed)
+    elif self.store_transposed:
       y = jnp.einsum("...i,oi->...o", x, w)
     elif self.narrow_input and vjp.cpu_tricks():
       y = vjp.matmul(x, w)

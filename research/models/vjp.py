@@ -49,23 +49,61 @@ def cpu_tricks() -> bool:
 # ------------------------------------------------------------------------ matmul
 
 
+def einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+  """jnp.einsum, except that bfloat16 operands accumulate in float32 and the result is rounded
+  to bfloat16 once. On XLA:CPU that is also the fast path: a bfloat16-result dot runs at under
+  half the speed of a float32-accumulating one (AMD Zen 5 with AVX512-BF16, 2048^3: 240 vs 600
+  GFLOP/s). On TPU and GPU the accumulation is float32 either way."""
+  if a.dtype == jnp.bfloat16 and b.dtype == jnp.bfloat16:
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(jnp.bfloat16)
+  return jnp.einsum(spec, a, b)
+
+
+def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
+  """a [..., n] @ b [n, m] through `einsum`."""
+  return einsum("...n,nm->...m", a, b)
+
+
 @jax.custom_vjp
 def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
   """x [..., n] @ w [n, m], for n <= m (a narrow input)."""
-  return x @ w
+  return _mm(x, w)
 
 
 def _matmul_fwd(x, w):
-  return x @ w, (x, w)
+  return _mm(x, w), (x, w)
 
 
 def _matmul_bwd(res, dy):
   x, w = res
   xt = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]).T)  # [n, rows]: narrow, cheap
-  return dy @ w.T, (xt @ dy.reshape(-1, dy.shape[-1])).astype(w.dtype)
+  return _mm(dy, w.T), _mm(xt, dy.reshape(-1, dy.shape[-1])).astype(w.dtype)
 
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def matmul_bf16(x: jax.Array, w: jax.Array, w_is_out_in: bool = False) -> jax.Array:
+  """x [..., n] @ w for bfloat16 operands, w [n, m] (or [m, n] with `w_is_out_in`), whose
+  gradients are float32-accumulating bfloat16 dots too. (Autodiff of a float32-accumulating
+  dot gives a float32 cotangent, so its backward dots would run in float32.)"""
+  return _matmul_bf16_fwd(x, w, w_is_out_in)[0]
+
+
+def _matmul_bf16_fwd(x, w, w_is_out_in):
+  return einsum("...i,oi->...o" if w_is_out_in else "...i,io->...o", x, w), (x, w)
+
+
+def _matmul_bf16_bwd(w_is_out_in, res, dy):
+  x, w = res
+  x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
+  dx = einsum("...o,oi->...i" if w_is_out_in else "...o,io->...i", dy, w)
+  dw = einsum("ro,ri->oi" if w_is_out_in else "ro,ri->io", dy2, x2)  # no activation transpose
+  return dx, dw
+
+
+matmul_bf16.defvjp(_matmul_bf16_fwd, _matmul_bf16_bwd)
 
 
 # ------------------------------------------------------------------------ layer norm
@@ -131,7 +169,7 @@ def attention_mask(q_len: int, k_len: int, mask: jax.Array | None = None, *, cau
 
 def attention_weights(q: jax.Array, k: jax.Array, mask: jax.Array | None = None) -> jax.Array:
   """softmax(q k^T / sqrt(d)) over the keys where `mask` is True: [B, H, Tq, Tk], in float32."""
-  scores = jnp.einsum("bhqd,bhkd->bhqk", q * (1.0 / math.sqrt(q.shape[-1])), k).astype(jnp.float32)
+  scores = einsum("bhqd,bhkd->bhqk", q * (1.0 / math.sqrt(q.shape[-1])), k).astype(jnp.float32)
   if mask is not None:
     scores = jnp.where(mask, scores, MASKED)
   return jax.nn.softmax(scores, axis=-1)
@@ -158,22 +196,23 @@ def _attention(q, k, v, mask, rows_may_be_empty):
 
 def _attention_fwd(q, k, v, mask, rows_may_be_empty):
   probs = attention_weights(q, k, mask).astype(v.dtype)
-  out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
+  out = einsum("bhqk,bhkd->bhqd", probs, v)
   return out, (q, k, v, mask if rows_may_be_empty else None, probs, out)
 
 
 def _attention_bwd(rows_may_be_empty, res, dout):
   q, k, v, mask, probs, out = res
   scale = 1.0 / math.sqrt(q.shape[-1])
-  dv = jnp.einsum("bhqk,bhqd->bhkd", probs, dout)
-  dprobs = jnp.einsum("bhqd,bhkd->bhqk", dout, v)
+  dv = einsum("bhqk,bhqd->bhkd", probs, dout)
+  dprobs = einsum("bhqd,bhkd->bhqk", dout, v)
   # Softmax backward: p * (dp - sum_k p dp), and sum_k p dp = sum_d dout * out. Masked p are 0...
   dscores = probs * (dprobs - (dout * out).sum(-1, keepdims=True))
   if rows_may_be_empty:
     # ...except in a fully masked row, whose uniform weights do not depend on its scores.
     dscores = jnp.where(mask, dscores, 0.0)
-  dq = jnp.einsum("bhqk,bhkd->bhqd", dscores, k) * scale
-  dk = jnp.einsum("bhqk,bhqd->bhkd", dscores, q) * scale
+  dscores = dscores.astype(q.dtype)
+  dq = einsum("bhqk,bhkd->bhqd", dscores, k) * scale
+  dk = einsum("bhqk,bhqd->bhkd", dscores, q) * scale
   return dq, dk, dv, None
 
 
