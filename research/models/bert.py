@@ -22,8 +22,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from research.config import ConfigError, need, positive, probability
+from research.config import ConfigError, need, one_of, positive, probability
 from research.models.layers import MLP, Dense, Embed, LayerNorm, MultiHeadAttention, padding_mask, param
+from research.models.transformer import sinusoids
 from research.tokenizers import PAD_ID
 
 
@@ -39,6 +40,10 @@ class Config:
   dropout: float = 0.1  # embeddings, attention weights and each residual branch, as BERT
   type_vocab: int = 2  # segments: A and B
   ln_eps: float = 1e-12  # BERT's LayerNorm epsilon (Hugging Face's layer_norm_eps)
+  # How the learned position table starts: "normal" (std 0.02, BERT's) or "sinusoidal" (Vaswani
+  # et al.'s sines and cosines at the same std), which attention can read relative offsets from
+  # at step 0. Only the initial values differ: the table is learned and exported the same way.
+  pos_init: str = "normal"
 
   def validate(self):
     positive("model", self, "max_len", "n_layer", "n_head", "n_embd", "type_vocab")
@@ -47,6 +52,9 @@ class Config:
     need(self.n_mlp >= 0, f"model.n_mlp must be >= 0 (0 = 4 * n_embd), got {self.n_mlp}")
     need(self.ln_eps > 0, f"model.ln_eps must be positive, got {self.ln_eps}")
     probability("model.dropout", self.dropout)
+    one_of("model.pos_init", self.pos_init, ("normal", "sinusoidal"))
+    need(self.pos_init != "sinusoidal" or self.n_embd % 2 == 0,
+         f"sinusoidal positions pair sines and cosines: model.n_embd={self.n_embd} must be even")
 
   @property
   def mlp_width(self) -> int:
@@ -73,6 +81,8 @@ class Embeddings(nnx.Module):
   def __init__(self, cfg: Config, *, rngs: nnx.Rngs, dtype=jnp.float32):
     self.tok = Embed(cfg.vocab_size, cfg.n_embd, ("vocab", "embed"), rngs=rngs, dtype=dtype)
     self.pos = Embed(cfg.max_len, cfg.n_embd, (None, "embed"), rngs=rngs, dtype=dtype)
+    if cfg.pos_init == "sinusoidal":  # sines and cosines have std 1/sqrt(2); scaled to the table's 0.02
+      self.pos.embedding.set_value(sinusoids(jnp.arange(cfg.max_len), cfg.n_embd) * (0.02 * 2 ** 0.5))
     self.seg = Embed(cfg.type_vocab, cfg.n_embd, (None, "embed"), rngs=rngs, dtype=dtype)
     self.ln = LayerNorm(cfg.n_embd, bias=True, eps=cfg.ln_eps, rngs=rngs)
     self.drop = nnx.Dropout(cfg.dropout)
