@@ -16,6 +16,8 @@ from pathlib import Path
 
 from launch.args import nonnegative_int, positive_int
 
+DEFAULT_ALPHA = 0.6  # GNMT's length penalty exponent, as Vaswani et al. 2017 use it
+
 
 def load_run(run_dir: Path, command: str = "lineage bleu", step: int | None = None, average: int = 1):
   """(config, model with the latest checkpoint's (or `step`'s, or the mean of `average` up to it) parameters,
@@ -39,7 +41,8 @@ def _bleu(args) -> int:
   score = corpus_bleu(hypotheses, [t for _, t in pairs])
   result = {"split": args.split, "pairs": len(pairs), "beam": args.beam, "alpha": args.alpha, "step": step,
             "average": args.average, "bleu": score}
-  suffix = (f"_step{step}" if args.step is not None else "") + (f"_avg{args.average}" if args.average > 1 else "")
+  suffix = ((f"_alpha{args.alpha:g}" if args.beam > 1 and args.alpha != DEFAULT_ALPHA else "")
+            + (f"_step{step}" if args.step is not None else "") + (f"_avg{args.average}" if args.average > 1 else ""))
   out = Path(args.run_dir) / "artifacts" / f"bleu_{args.split}_beam{args.beam}{suffix}.json"
   out.write_text(json.dumps(result) + "\n")
   (out.with_suffix(".txt")).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
@@ -53,7 +56,7 @@ def register(commands) -> None:
   p.add_argument("run_dir", help="a translation run directory made by `lineage train`")
   p.add_argument("--split", default="test", choices=("train", "valid", "test"))
   p.add_argument("--beam", type=positive_int, default=1, help="beam size (1 = greedy)")
-  p.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent (Wu et al. 2016)")
+  p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="length penalty exponent (Wu et al. 2016)")
   p.add_argument("--batch-size", type=positive_int, default=32)
   p.add_argument("--step", type=nonnegative_int, default=None,
                  help="translate with this step's checkpoint (default: the latest); e.g. to compare at equal wall time")

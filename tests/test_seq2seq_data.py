@@ -100,6 +100,13 @@ def test_translation_run_end_to_end(tmp_path, capsys):
   assert main(["bleu", str(run_dir), "--split", "valid", "--step", "6"]) == 0
   assert json.loads(capsys.readouterr().out.splitlines()[0])["step"] == 6
   assert (run_dir / "artifacts" / "bleu_valid_beam1_step6.json").exists()
+  # Another length penalty is saved beside the default's, not over it.
+  assert main(["bleu", str(run_dir), "--split", "valid", "--beam", "2", "--alpha", "1.0"]) == 0
+  assert main(["bleu", str(run_dir), "--split", "valid", "--beam", "2"]) == 0
+  capsys.readouterr()
+  alphas = {json.loads((run_dir / "artifacts" / f).read_text())["alpha"]
+            for f in ("bleu_valid_beam2_alpha1.json", "bleu_valid_beam2.json")}
+  assert alphas == {1.0, 0.6}
   assert main(["bleu", str(run_dir), "--step", "5"]) == 2
   assert "has no checkpoint of step 5; it keeps steps 3, 6" in capsys.readouterr().err
   assert main(["bleu", str(run_dir), "--average", "3"]) == 2
