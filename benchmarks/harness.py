@@ -270,21 +270,41 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 5, rounds: int = 3, dtype: str
   return 2 * n**3 / best / 1e9
 
 
+# (vendor, cpu family) -> the microarchitecture, where the family alone decides it; AMD's
+# families are one generation each (25 = 0x19 Zen 3/4, split by model; 26 = 0x1a Zen 5).
+def _microarchitecture(vendor: str, family: int, model: int) -> str:
+  if vendor == "AuthenticAMD":
+    if family == 26:
+      return "Zen 5"
+    if family == 25:
+      return "Zen 3" if model < 0x10 or 0x20 <= model < 0x60 else "Zen 4"
+    if family == 23:
+      return "Zen 2" if model >= 0x30 else "Zen/Zen+"
+  return "unknown"
+
+
 def cpu_info() -> dict[str, object]:
-  """The CPU a benchmark ran on: its model and the vector/matrix extensions that decide
-  which kernels oneDNN, XLA and gensim's C loops can use. A ratio holds only on this CPU."""
-  model, flags = "unknown", set()
+  """The CPU a benchmark ran on: its model, family/model/stepping (cloud VMs often name
+  just "AMD EPYC", which hides Zen 4 against Zen 5) and the vector/matrix extensions that
+  decide which kernels oneDNN, XLA and gensim's C loops can use. A ratio holds only on this CPU."""
+  fields, flags = {}, set()
   try:
     for line in open("/proc/cpuinfo"):
       key, _, value = line.partition(":")
-      if key.strip() == "model name" and model == "unknown":
-        model = value.strip()
-      elif key.strip() == "flags" and not flags:
+      key = key.strip()
+      if key in ("model name", "vendor_id", "cpu family", "model", "stepping") and key not in fields:
+        fields[key] = value.strip()
+      elif key == "flags" and not flags:
         flags = set(value.split())
   except OSError:
     pass
   wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
-  return {"cpu_model": model, "cpu_extensions": [f for f in wanted if f in flags]}
+  number = lambda key: int(fields[key]) if fields.get(key, "").isdigit() else -1
+  family, model = number("cpu family"), number("model")
+  return {"cpu_model": fields.get("model name", "unknown"),
+          "cpu_family_model_stepping": [family, model, number("stepping")],
+          "cpu_microarchitecture": _microarchitecture(fields.get("vendor_id", ""), family, model),
+          "cpu_extensions": [f for f in wanted if f in flags]}
 
 
 def thread_settings() -> dict[str, object]:
