@@ -27,7 +27,12 @@ B * 2W) and the 2W context offsets become static slices of that span; the input 
 are added back into span positions and scattered once. `sub_steps` sub-steps run in one
 jitted `lax.scan`, so dispatch costs once per B * S centre words. On the 2-core CPU the
 step then spends its time in the output-row gather/scatter and the small dots, not in
-dispatch or the host (the host builds a step's arrays in ~2 ms, overlapped).
+dispatch or the host (the host builds a step's arrays in ~6 ms, overlapped with the step).
+A CBOW sub-step (B = 256) profiled on a Zen 4 EPYC, ~270 us: the scatter-add of the 1536
+output rows 64 us, their gather 43 us, the g * h rows it adds 42 us, the input errors'
+spread 29 us, the two batched dots ~15 us each, the input gather and scatter ~15 us each.
+Tried without gain: the output scatter with [B, 1 + K] indices (no reshape), h behind an
+optimization barrier, B = 512 or 1024 with fewer sub-steps.
 """
 
 from __future__ import annotations
