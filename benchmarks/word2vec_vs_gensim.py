@@ -18,7 +18,7 @@ lineage, rotating the order each round); the CPU time other processes used durin
 run is measured and reported, and a disturbed run is repeated once. The process takes
 `lineage train`'s malloc settings (research/train/host_memory.py; `--default-malloc` to
 leave them): without them lineage's step faults in fresh pages for XLA's scratch memory
-and its words/s drifts down run after run in one process (1.11M -> 0.88M here).
+and its words/s drifts down run after run in one process (1.00M -> 0.88M over six runs here).
 Quality: analogy accuracy (questions-words.txt, gensim's restrict_vocab=300,000 rule),
 Spearman on WordSim-353 and SimLex-999, all through research/evaluate/word_vectors.py
 (gensim's own evaluate_word_analogies is printed for its vectors as a cross-check).
@@ -256,7 +256,7 @@ def main(argv=None) -> int:
     best = max(("gensim_iterable", "gensim_corpus_file"), key=lambda n: summary[n]["words_per_second"])
     ours = summary["lineage"]
     ref = summary[best]
-    # Quality deltas against the mean of gensim's two runs: both are gensim, differing only by seed/threads.
+    # Quality deltas against the mean of gensim's two modes (their schedules differ: see the docstring).
     gensim_mean = lambda key: (summary["gensim_iterable"][key] + summary["gensim_corpus_file"][key]) / 2
     report[arch] = {
         **summary, "lineage_compile_seconds": first[3], "lineage_final_loss": runs["lineage"][0]["final_loss"],
