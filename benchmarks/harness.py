@@ -270,8 +270,8 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 5, rounds: int = 3, dtype: str
   return 2 * n**3 / best / 1e9
 
 
-# (vendor, cpu family) -> the microarchitecture, where the family alone decides it; AMD's
-# families are one generation each (25 = 0x19 Zen 3/4, split by model; 26 = 0x1a Zen 5).
+# AMD's microarchitecture from /proc/cpuinfo's family and model: family 23 (0x17) is Zen to
+# Zen 2, 25 (0x19) Zen 3 or Zen 4 by model range, 26 (0x1a) Zen 5. Other vendors: "unknown".
 def _microarchitecture(vendor: str, family: int, model: int) -> str:
   if vendor == "AuthenticAMD":
     if family == 26:
