@@ -1,6 +1,15 @@
-"""A/B of two Python environments (e.g. 3.11 + jax 0.10 against 3.12 + jax 0.11) on lineage's GPT step.
+"""A/B of two Python environments, XLA settings or source trees on lineage's GPT step.
 
     python benchmarks/python_ab.py --b /path/to/other/venv/bin/python [--configs baby,big] [--rounds 7]
+    python benchmarks/python_ab.py --b-xla-flags=--xla_cpu_prefer_vector_width=512 [--dtype bfloat16]
+
+The second form runs this interpreter on both sides, B with XLA_FLAGS extended by the given
+flags: an A/B of an XLA setting against the default under the same conditions.
+
+    python benchmarks/python_ab.py --b-tree /path/to/other/checkout
+
+times B from another source tree (e.g. `git worktree add /tmp/base HEAD`): an A/B of a code
+change. B's tree needs this file (copy it in if its own is older).
 
 One worker process per interpreter (this one is A, --b is B) builds the GPT train step of
 benchmarks/synthetic_gpt.py from this source tree, as `lineage train` would run it (its
@@ -28,7 +37,7 @@ sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
 
-def worker(name: str) -> None:
+def worker(name: str, dtype: str) -> None:
   """Reads "N" lines from stdin, times N steps, writes one JSON line per request."""
   from research.train.host_memory import reuse_freed_memory
 
@@ -42,7 +51,7 @@ def worker(name: str) -> None:
   from research.train.loop import prepare
   from research.train.sharding import make_mesh, put_batch
 
-  cfg, batches = synthetic_gpt.config(name), synthetic_gpt.batches(name)
+  cfg, batches = synthetic_gpt.config(name, compute_dtype=dtype), synthetic_gpt.batches(name)
   p = prepare(cfg, synthetic_gpt.SyntheticTask(cfg, batches), make_mesh(MeshConfig(), jax.devices()[:1]))
   state = jax.device_put(p.init(), p.shardings)
   device_batches = [put_batch(b, p.data_sharding) for b in batches]
@@ -59,7 +68,7 @@ def worker(name: str) -> None:
   for _ in range(3):
     step()
   print(json.dumps({"ready": True, "python": sys.version.split()[0], "jax": jax.__version__,
-                    "jaxlib": jaxlib.__version__, "compile_s": round(compile_s, 2), "malloc_reuse": malloc}),
+                    "jaxlib": jaxlib.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""), "compile_s": round(compile_s, 2), "malloc_reuse": malloc}),
         flush=True)
   for line in sys.stdin:
     block = harness.time_block_retrying(step, int(line))
@@ -68,9 +77,12 @@ def worker(name: str) -> None:
 
 
 class Worker:
-  def __init__(self, python: str, name: str):
-    self.proc = subprocess.Popen([python, __file__, "--worker", name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 text=True, cwd=ROOT.parent)
+  def __init__(self, python: str, name: str, dtype: str, extra_xla_flags: str = "", tree: Path = ROOT.parent):
+    env = dict(os.environ)
+    if extra_xla_flags:
+      env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {extra_xla_flags}".strip()
+    self.proc = subprocess.Popen([python, str(tree / "benchmarks" / "python_ab.py"), "--worker", name, "--dtype", dtype],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tree, env=env)
     self.info = self._read()
 
   def _read(self) -> dict:
@@ -89,10 +101,10 @@ class Worker:
     self.proc.wait()
 
 
-def compare(name: str, pythons: dict[str, str], rounds: int) -> dict:
+def compare(name: str, pythons: dict[str, str], rounds: int, dtype: str, b_xla_flags: str, b_tree: Path) -> dict:
   workers = {}
   for side, python in pythons.items():  # one at a time: compiling is not what is timed, but it is loud
-    workers[side] = Worker(python, name)
+    workers[side] = Worker(python, name, dtype, *((b_xla_flags, b_tree) if side == "b" else ()))
   try:
     probe = workers["a"].block(3)
     steps = max(1, int(0.5 / probe["seconds_per_step"]))  # blocks of ~0.5 s at least
@@ -113,30 +125,40 @@ def compare(name: str, pythons: dict[str, str], rounds: int) -> dict:
                    "retries": sum(b["retries"] for b in blocks[side])} for side in blocks}
   result["ratio_b_over_a"] = round(median["a"] / median["b"], 4)
   result["steps_per_block"], result["rounds"] = steps, rounds
-  print(f"[{name}] A {result['a']['python']}/jax {result['a']['jax']}: {median['a'] * 1e3:.2f} ms/step; "
-        f"B {result['b']['python']}/jax {result['b']['jax']}: {median['b'] * 1e3:.2f} ms/step; "
+  label = lambda side: f"{result[side]['python']}/jax {result[side]['jax']}" + (
+      f" XLA_FLAGS={result[side]['xla_flags']!r}" if result[side]["xla_flags"] else "")
+  print(f"[{name} {dtype}] A {label('a')}: {median['a'] * 1e3:.2f} ms/step; B {label('b')}: {median['b'] * 1e3:.2f} ms/step; "
         f"B is x{result['ratio_b_over_a']:.3f} A's speed", flush=True)
   return result
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--b", help="the other environment's python")
+  parser.add_argument("--b", help="the other environment's python (default: this one)")
+  parser.add_argument("--b-xla-flags", default="", help="XLA flags added to B's XLA_FLAGS")
+  parser.add_argument("--b-tree", type=Path, default=ROOT.parent, help="the source tree B runs (default: this one)")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="train.compute_dtype")
   parser.add_argument("--configs", default="baby,big")
   parser.add_argument("--rounds", type=int, default=7)
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.worker:
-    return worker(args.worker)
-  if not args.b:
-    parser.error("--b: the python of the environment to compare with this one")
+    return worker(args.worker, args.dtype)
+  args.b_tree = args.b_tree.resolve()
+  if not (args.b or args.b_xla_flags or args.b_tree != ROOT.parent):
+    parser.error("--b, --b-xla-flags or --b-tree: what B differs in from this environment")
+  if not (args.b_tree / "benchmarks" / "python_ab.py").is_file():
+    parser.error(f"--b-tree {args.b_tree}: no benchmarks/python_ab.py there")
+  args.b = args.b or sys.executable
   if not (Path(args.b).is_file() and os.access(args.b, os.X_OK)):
     parser.error(f"--b {args.b}: not an executable python")
   import harness
 
-  figures = {"benchmark": "python_ab", **harness.cpu_info()}
+  figures = {"benchmark": "python_ab", "dtype": args.dtype, "b_xla_flags": args.b_xla_flags, "b_tree": str(args.b_tree),
+             **harness.cpu_info()}
   for name in args.configs.split(","):
-    figures[name] = compare(name, {"a": sys.executable, "b": args.b}, args.rounds)
+    figures[name] = compare(name, {"a": sys.executable, "b": args.b}, args.rounds, args.dtype, args.b_xla_flags,
+                            args.b_tree)
   print(json.dumps(figures))
 
 
