@@ -203,5 +203,5 @@ class MLP(nnx.Module):
     self.dropout = nnx.Dropout(dropout)
 
   def __call__(self, x: jax.Array, *, deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
-    h = jax.nn.gelu(self.fc(x), approximate=False)
+    h = vjp.gelu(self.fc(x))
     return self.dropout(self.proj(h), deterministic=deterministic, rngs=rngs)

@@ -106,6 +106,33 @@ def _matmul_bf16_bwd(w_is_out_in, res, dy):
 matmul_bf16.defvjp(_matmul_bf16_fwd, _matmul_bf16_bwd)
 
 
+# ------------------------------------------------------------------------ GELU
+
+
+@jax.custom_vjp
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact GELU, x * Phi(x) (Hendrycks & Gimpel 2016), computed in float32 and returned in x's dtype.
+
+  The gradient is one pass too: dy * (Phi(x) + x * phi(x)). Autodiff of a bfloat16 GELU
+  rounds to bfloat16 after each of its ops (XLA:CPU ran its gradient 2.5x slower than float32's)."""
+  return _gelu_fwd(x)[0]
+
+
+def _gelu_fwd(x):
+  x32 = x.astype(jnp.float32)
+  return (x32 * 0.5 * (1.0 + jax.lax.erf(x32 * (1.0 / math.sqrt(2.0))))).astype(x.dtype), x
+
+
+def _gelu_bwd(x, dy):
+  x32 = x.astype(jnp.float32)
+  cdf = 0.5 * (1.0 + jax.lax.erf(x32 * (1.0 / math.sqrt(2.0))))
+  pdf = jnp.exp(-0.5 * x32 * x32) * (1.0 / math.sqrt(2.0 * math.pi))
+  return ((dy.astype(jnp.float32) * (cdf + x32 * pdf)).astype(x.dtype),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
+
+
 # ------------------------------------------------------------------------ layer norm
 
 
