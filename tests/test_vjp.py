@@ -34,6 +34,12 @@ def check_same_gradients(fast, plain, *args):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.fixture
+def restore_cpu_tricks():
+  yield
+  vjp.set_cpu_tricks(None)
+
+
 def randn(i, *shape):
   return jax.random.normal(jax.random.key(i), shape)
 
@@ -63,16 +69,24 @@ def test_layer_norm():
   check_same_gradients(vjp.layer_norm, plain_layer_norm, randn(2, 3, 7, 16) * 3 + 1, randn(3, 16), randn(4, 16))
 
 
-@pytest.mark.parametrize("T", [1, 9])
-def test_causal_attention(T):
+@pytest.mark.parametrize("tricks", [True, False])
+@pytest.mark.parametrize("T, blocks", [(1, 1), (9, 1), (64, 2), (96, 3), (256, 4)])
+def test_causal_attention(T, blocks, tricks, restore_cpu_tricks):
+  """Exact whether or not it is cut into query blocks (on CPU, T >= 64) and transposes for dv, dk."""
+  assert vjp.causal_query_blocks(T) == blocks
+  vjp.set_cpu_tricks(tricks)
   check_same_gradients(lambda q, k, v: vjp.attention(q, k, v, causal=True), plain_attention,
                        randn(5, 2, 3, T, 8), randn(6, 2, 3, T, 8), randn(7, 2, 3, T, 8))
 
 
-@pytest.fixture
-def restore_cpu_tricks():
-  yield
-  vjp.set_cpu_tricks(None)
+def test_causal_attention_skips_the_blocks_above_the_diagonal(restore_cpu_tricks):
+  """XLA's own FLOP count: 4 query blocks compute 10/16 of the products and of the softmax."""
+  q = randn(0, 2, 3, 256, 8)
+  def flops(tricks):
+    vjp.set_cpu_tricks(tricks)
+    f = jax.jit(lambda q: vjp.attention(q, q, q, causal=True))
+    return f.lower(q).compile().cost_analysis()["flops"]
+  assert flops(True) / flops(False) == pytest.approx(10 / 16, abs=0.03)
 
 
 def test_cpu_tricks_switch_changes_the_program_not_the_result(restore_cpu_tricks):
