@@ -14,7 +14,8 @@ The rules these helpers encode (see shared/BENCHMARKING.md):
 * Record thread settings, so numbers can be compared across runs.
 
 Every callable passed to the timing functions must be synchronous, i.e. return
-only when its work is done (call ``jax.block_until_ready`` / ``.item()`` inside).
+only when its work is done (call ``jax.block_until_ready`` / ``.item()`` inside), or
+carry a ``drain()`` that finishes what it left in flight (see `step_callables`).
 """
 
 from __future__ import annotations
@@ -96,10 +97,12 @@ class Block:
 
 
 def time_block(fn: Callable[[], object], iters: int) -> Block:
-  """Time `iters` back-to-back calls of a synchronous callable."""
+  """Time `iters` back-to-back calls of a callable; its `drain()`, if it has one, ends the block
+  (a callable that leaves its last call's work in flight, as lineage's train step does)."""
   s = cpu_snapshot()
   for _ in range(iters):
     fn()
+  getattr(fn, "drain", lambda: None)()
   e = cpu_snapshot()
   wall = e[0] - s[0]
   return Block(wall / iters, other_cpu_seconds(s, e), wall)
@@ -184,6 +187,7 @@ def interleaved(fns: Mapping[str, Callable[[], object]],
   for n in names:  # warm caches, JIT, allocator
     for _ in range(warmup):
       fns[n]()
+    getattr(fns[n], "drain", lambda: None)()
   out = Comparison({n: [] for n in names})
   for r in range(rounds):
     order = names[r % len(names):] + names[:r % len(names)] if shuffle else names
@@ -227,14 +231,28 @@ def same_training(compiled, state, batches: list, peers: Mapping[str, Callable[[
 
 def step_callables(compiled, state, batches: list, peers: Mapping[str, Callable[[int], object]]
                    ) -> dict[str, Callable[[], None]]:
-  """Zero-argument synchronous callables for `interleaved`: lineage's compiled step, carrying its
-  state from call to call, and each peer's `step(k)` (synchronous itself), over the same batches."""
-  holder = {"state": state, "k": 0}
+  """Zero-argument callables for `interleaved`: lineage's compiled step, carrying its state from
+  call to call, and each peer's `step(k)` (synchronous itself), over the same batches.
+
+  Lineage's step runs as `lineage train`'s loop runs it (research/train/loop.py): each call
+  dispatches a step, then fetches the loss of the one before, so the host prepares step k + 1
+  while step k computes. Its `drain()` fetches the last one, and `time_block` calls it before
+  a block's clock stops: every block holds whole steps and none spills into a peer's block.
+  """
+  holder = {"state": state, "k": 0, "pending": None}
+
+  def drain():
+    if holder["pending"] is not None:
+      float(holder["pending"]["loss"])  # a device-to-host fetch, as the loop's fetch_pending
+      holder["pending"] = None
 
   def lineage():
     holder["k"] += 1
     holder["state"], metrics = compiled(holder["state"], batches[holder["k"] % len(batches)])
-    metrics["loss"].block_until_ready()
+    drain()
+    holder["pending"] = metrics
+
+  lineage.drain = drain
 
   def peer(step):
     def run():

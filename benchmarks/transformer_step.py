@@ -221,6 +221,7 @@ def bench_config(name: str, spec: dict, rounds: int, peak: float, max_retries: i
       before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
       fn()
       faults[side].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    run.drain = getattr(fn, "drain", lambda: None)  # lineage's step leaves its last one in flight
     return run
 
   steps_of = harness.step_callables(compiled, state, device_batches, peers)

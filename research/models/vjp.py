@@ -9,11 +9,15 @@ than one whose last dim is narrow (C). So:
   - `matmul`: x @ w whose backward materialises the narrow x^T behind an optimization
     barrier, so XLA cannot choose to transpose the wide output gradient instead; kernels
     are stored [narrow, wide] (see layers.Dense);
-  - `layer_norm` and `attention` (any boolean mask, causal or not): backward passes written
-    out (a few fused passes).
+  - `layer_norm`, `gelu` and `attention` (any boolean mask, causal or not): backward passes
+    written out (a few fused passes).
+  - on CPU, `attention`'s dv and dk go through a materialised transpose (XLA:CPU's batched
+    dots that contract rows are slow), and causal self-attention runs in query blocks that
+    skip the wholly masked blocks above the diagonal, as FlashAttention-style kernels do
+    (XLA:CPU runs a batched dot on one core, so the blocks also give it independent work).
 Each equals autodiff of the plain formula to float tolerance (tests/test_vjp.py,
-tests/test_attention.py). The matmul trick answers an XLA:CPU layout choice, so it is
-switchable (`set_cpu_tricks`); the others are just fewer passes and stay on everywhere.
+tests/test_attention.py). The CPU tricks answer XLA:CPU's kernels and layout choices, so
+they are switchable (`set_cpu_tricks`); the others are just fewer passes and stay on everywhere.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ _cpu_tricks: bool | None = None
 
 
 def set_cpu_tricks(on: bool | None) -> None:
-  """Turns the XLA:CPU compute tricks (`matmul` in layers.Dense) on, off, or None = automatic.
+  """Turns the XLA:CPU compute tricks (`matmul` in layers.Dense, `attention`'s transposes and
+  query blocks) on, off, or None = automatic.
 
   Read when a function is traced: set it before jit compiles a step. It changes only how
   the gradient is computed, never the parameters: layers.Dense keeps its storage layout
