@@ -1,12 +1,13 @@
 """LSTM language-model train step: lineage (JAX, lax.scan) vs PyTorch nn.LSTM, interleaved.
 
-    flock -x /tmp/lineage.cpu python benchmarks/lstm_step.py [--rounds 7]
+    flock -x /tmp/lineage.cpu python benchmarks/lstm_step.py [--rounds 7] [--default-malloc]
 
 The model on both sides: token embedding (V x 256) -> 2-layer LSTM, 256 units -> linear head
 (256 x V), T=64, B=32, V=4096 (lstm_wiki's vocabulary), float32, no dropout; the step is
 mean next-token cross-entropy, backward, global-norm clip 1.0 and AdamW (weight decay on
 matrices only). lineage's step is the trainer's own (`research/train/step.py`, jitted with
-donated state, as `lineage train` runs it); PyTorch's is eager `nn.LSTM` (its fused CPU
+donated state, with its malloc settings and its loss fetched a step late, as `lineage train`
+runs it); PyTorch's is eager `nn.LSTM` (its fused CPU
 kernel). Before timing, weights are copied from lineage to PyTorch and the losses compared
 at step 0 and after 10 steps on the same batches. Timing follows shared/BENCHMARKING.md:
 interleaved blocks, blocks disturbed by other processes retried, medians and their ratio,
@@ -26,6 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from research.train.host_memory import reuse_freed_memory  # noqa: E402
+
+# As `lineage train` does, before any thread starts (research/train/host_memory.py); one process, so both sides share it.
+MALLOC_REUSE = "--default-malloc" not in sys.argv and reuse_freed_memory()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -117,6 +123,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--rounds", type=int, default=7)
   parser.add_argument("--iters", type=int, default=5, help="steps per timed block")
+  parser.add_argument("--default-malloc", action="store_true",
+                      help="leave glibc's malloc settings alone (lineage train changes them; see host_memory.py)")
   args = parser.parse_args()
   import torch
 
@@ -139,18 +147,12 @@ def main() -> None:
   assert abs(jax_losses[0] - torch_losses[0]) < 1e-4 and abs(jax_losses[10] - torch_losses[10]) < 1e-3, \
       "lineage and PyTorch do not compute the same step"
 
-  device_batch = {n: jnp.asarray(v) for n, v in data[11].items()}
-  box = {"state": state}
-
-  def run_lineage():
-    box["state"], metrics = jstep(box["state"], device_batch)
-    jax.block_until_ready(metrics["loss"])
-
-  def run_torch():
-    tstep(data[11])
+  # Timed on the same four batches, lineage's step as `lineage train` runs it (the loss fetched a step late).
+  device_batches = [{n: jnp.asarray(v) for n, v in b.items()} for b in data[:4]]
+  steps = harness.step_callables(jstep, state, device_batches, {"torch": lambda k: tstep(data[k % 4])})
 
   peak = harness.matmul_peak_gflops()
-  result = harness.interleaved({"lineage": run_lineage, "torch": run_torch}, rounds=args.rounds, iters=args.iters)
+  result = harness.interleaved(steps, rounds=args.rounds, iters=args.iters)
   tokens = BATCH * CFG.block_size
   print(result.table(baseline="torch", units_per_call=tokens))
   flops = rnn.train_flops(CFG, data[0])
@@ -166,7 +168,7 @@ def main() -> None:
       "lineage_compile_seconds": compile_seconds,
       "loss_step0": {"lineage": jax_losses[0], "torch": torch_losses[0]},
       "loss_step10": {"lineage": jax_losses[10], "torch": torch_losses[10]},
-      "max_other_cpu_frac": result.max_other_cpu_frac(), **harness.thread_settings(),
+      "max_other_cpu_frac": result.max_other_cpu_frac(), "malloc_reuse": MALLOC_REUSE, **harness.thread_settings(),
   }
   print(json.dumps({k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in figures.items()}))
 
