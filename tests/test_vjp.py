@@ -89,6 +89,20 @@ def test_causal_attention_skips_the_blocks_above_the_diagonal(restore_cpu_tricks
   assert flops(True) / flops(False) == pytest.approx(10 / 16, abs=0.03)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_cpu_attention_gradient_contracts_only_minor_axes(causal, restore_cpu_tricks):
+  """dv = p^T dout and dk = ds^T q as plain einsums contract p's row axis, a slow XLA:CPU kernel;
+  with the CPU tricks every batched dot of the gradient contracts the minor axis."""
+  import re
+  q = randn(0, 2, 3, 64, 8)
+  def contracted_axes(tricks):
+    vjp.set_cpu_tricks(tricks)
+    grad = jax.jit(jax.grad(lambda q: vjp.attention(q, q, q, causal=causal).sum()))
+    return set(re.findall(r"lhs_contracting_dims=\{(\d)\}", grad.lower(q).compile().as_text()))
+  assert contracted_axes(True) == {"3"}
+  assert "2" in contracted_axes(False)
+
+
 def test_cpu_tricks_switch_changes_the_program_not_the_result(restore_cpu_tricks):
   cfg = gpt.Config(vocab_size=29, block_size=8, n_layer=2, n_head=2, n_embd=16)
   tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, 29)

@@ -230,8 +230,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
 def _transposed(x: jax.Array) -> jax.Array:
   """x with its last two axes swapped and materialised: XLA:CPU's batched dots that contract
   the rows of an operand (p^T dout) fall back to a kernel that ran 1.5-2x slower per core than
-  a transpose plus the usual row-contracting kernel. The barrier keeps XLA from folding the
-  transpose back into the dot."""
+  a transpose plus the usual row-contracting kernel. Without the barrier XLA folds the
+  transpose back into the dot (tests/test_vjp.py checks the contracted axes)."""
   return jax.lax.optimization_barrier(jnp.swapaxes(x, -1, -2))
 
 
