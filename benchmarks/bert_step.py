@@ -206,10 +206,13 @@ def main() -> None:
       "tokens_per_step": tokens, "flops_per_step": step_flops,
       **{f"{side}_tok_s": round(tokens / comparison.median(side), 1) for side in comparison.blocks},
       "ratio_vs_hf": round(comparison.ratio("lineage", faster), 4), "hf_faster_variant": faster,
+      "paired_ratio_vs_hf": round(comparison.paired_ratio("lineage", faster), 4),
       # The fastest block of each: less noisy than medians when neighbours are busy.
       "ratio_vs_hf_best_block": round(best(faster) / best("lineage"), 4),
       "ratio_vs_torch_eager": round(comparison.ratio("lineage", "torch_eager"), 4),
       "ratio_vs_torch_compile": round(comparison.ratio("lineage", "torch_compile"), 4),
+      "paired_ratio_vs_torch_eager": round(comparison.paired_ratio("lineage", "torch_eager"), 4),
+      "paired_ratio_vs_torch_compile": round(comparison.paired_ratio("lineage", "torch_compile"), 4),
       "mfu": round(step_flops / comparison.median("lineage") / peak, 4),
       "mfu_torch_eager": round(step_flops / comparison.median("torch_eager") / peak, 4),
       "mfu_torch_compile": round(step_flops / comparison.median("torch_compile") / peak, 4),

@@ -123,6 +123,8 @@ def bench_config(name: str, spec: dict, rounds: int, peak: float, dtype: str, ma
       **{f"{side}_tok_s": round(tokens / comparison.median(side), 1) for side in comparison.blocks},
       "ratio_vs_torch_eager": round(comparison.ratio("lineage", "torch_eager"), 4),
       "ratio_vs_torch_compile": round(comparison.ratio("lineage", "torch_compile"), 4),
+      "paired_ratio_vs_torch_eager": round(comparison.paired_ratio("lineage", "torch_eager"), 4),
+      "paired_ratio_vs_torch_compile": round(comparison.paired_ratio("lineage", "torch_compile"), 4),
       "mfu": round(step_flops / comparison.median("lineage") / peak, 4),
       "mfu_torch_eager": round(step_flops / comparison.median("torch_eager") / peak, 4),
       "mfu_torch_compile": round(step_flops / comparison.median("torch_compile") / peak, 4),
@@ -134,7 +136,8 @@ def bench_config(name: str, spec: dict, rounds: int, peak: float, dtype: str, ma
       "rounds": rounds, "iters_per_block": iters,
   }
   print(f"[{name}] lineage {result['lineage_tok_s']:,.0f} tok/s; x{result['ratio_vs_torch_eager']:.3f} vs torch eager, "
-        f"x{result['ratio_vs_torch_compile']:.3f} vs torch.compile; MFU {result['mfu']:.1%}", flush=True)
+        f"x{result['ratio_vs_torch_compile']:.3f} vs torch.compile (round by round: x{result['paired_ratio_vs_torch_eager']:.3f}, "
+        f"x{result['paired_ratio_vs_torch_compile']:.3f}); MFU {result['mfu']:.1%}", flush=True)
   return result
 
 

@@ -142,6 +142,15 @@ class Comparison:
     """Speed of `name` relative to `baseline` (> 1 means `name` is faster)."""
     return self.median(baseline) / self.median(name)
 
+  def paired_ratio(self, name: str, baseline: str) -> float:
+    """Median over rounds of the speed of `name` relative to `baseline` in the same round.
+
+    A round's blocks run back to back, so a slow phase of the host (a neighbour VM on the
+    same cores, invisible to this one's /proc/stat) slows both; the ratio of medians can
+    swing when such phases fall unevenly on the two sides, this one much less."""
+    return statistics.median(b.seconds_per_iter / a.seconds_per_iter
+                             for a, b in zip(self.blocks[name], self.blocks[baseline]))
+
   def max_other_cpu_frac(self) -> float:
     """Worst fraction of a core used by others during any kept block."""
     return max(b.other_cpu_s / b.wall_s for bl in self.blocks.values() for b in bl)

@@ -161,7 +161,7 @@ def main() -> None:
       "vocab": CFG.vocab_size, "seq_len": CFG.block_size, "batch": BATCH,
       "lineage_ms": 1e3 * result.median("lineage"), "torch_ms": 1e3 * result.median("torch"),
       "lineage_tokens_per_s": tokens / result.median("lineage"), "torch_tokens_per_s": tokens / result.median("torch"),
-      "ratio_vs_torch": result.ratio("lineage", "torch"),
+      "ratio_vs_torch": result.ratio("lineage", "torch"), "paired_ratio_vs_torch": result.paired_ratio("lineage", "torch"),
       "flops_per_step": flops, "matmul_peak_gflops": peak,
       "lineage_mfu": flops / result.median("lineage") / (peak * 1e9),
       "torch_mfu": flops / result.median("torch") / (peak * 1e9),
