@@ -38,9 +38,9 @@ def set_cpu_tricks(on: bool | None) -> None:
   """Turns the XLA:CPU compute tricks (`matmul` in layers.Dense, `attention`'s transposes and
   query blocks) on, off, or None = automatic.
 
-  Read when a function is traced: set it before jit compiles a step. It changes only how
-  the gradient is computed, never the parameters: layers.Dense keeps its storage layout
-  either way, so shapes and checkpoints do not depend on the backend.
+  Read when a function is traced: set it before jit compiles a step. It changes how the
+  program computes (the same values to float tolerance), never the parameters: layers.Dense
+  keeps its storage layout either way, so shapes and checkpoints do not depend on the backend.
   """
   global _cpu_tricks
   _cpu_tricks = on
