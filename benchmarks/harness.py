@@ -96,13 +96,18 @@ class Block:
   retries: int = 0  # how many disturbed attempts were thrown away first
 
 
+def _drain(fn: Callable[[], object]) -> None:
+  """Finishes the work a callable left in flight, if it says how (`fn.drain`)."""
+  getattr(fn, "drain", lambda: None)()
+
+
 def time_block(fn: Callable[[], object], iters: int) -> Block:
   """Time `iters` back-to-back calls of a callable; its `drain()`, if it has one, ends the block
   (a callable that leaves its last call's work in flight, as lineage's train step does)."""
   s = cpu_snapshot()
   for _ in range(iters):
     fn()
-  getattr(fn, "drain", lambda: None)()
+  _drain(fn)
   e = cpu_snapshot()
   wall = e[0] - s[0]
   return Block(wall / iters, other_cpu_seconds(s, e), wall)
@@ -196,7 +201,7 @@ def interleaved(fns: Mapping[str, Callable[[], object]],
   for n in names:  # warm caches, JIT, allocator
     for _ in range(warmup):
       fns[n]()
-    getattr(fns[n], "drain", lambda: None)()
+    _drain(fns[n])
   out = Comparison({n: [] for n in names})
   for r in range(rounds):
     order = names[r % len(names):] + names[:r % len(names)] if shuffle else names

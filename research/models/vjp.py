@@ -123,14 +123,18 @@ def gelu(x: jax.Array) -> jax.Array:
   return _gelu_fwd(x)[0]
 
 
+def _normal_cdf(x32):
+  return 0.5 * (1.0 + jax.lax.erf(x32 * (1.0 / math.sqrt(2.0))))
+
+
 def _gelu_fwd(x):
   x32 = x.astype(jnp.float32)
-  return (x32 * 0.5 * (1.0 + jax.lax.erf(x32 * (1.0 / math.sqrt(2.0))))).astype(x.dtype), x
+  return (x32 * _normal_cdf(x32)).astype(x.dtype), x
 
 
 def _gelu_bwd(x, dy):
   x32 = x.astype(jnp.float32)
-  cdf = 0.5 * (1.0 + jax.lax.erf(x32 * (1.0 / math.sqrt(2.0))))
+  cdf = _normal_cdf(x32)
   pdf = jnp.exp(-0.5 * x32 * x32) * (1.0 / math.sqrt(2.0 * math.pi))
   return ((dy.astype(jnp.float32) * (cdf + x32 * pdf)).astype(x.dtype),)
 
@@ -292,35 +296,38 @@ def _causal_attention(q, k, v, n_blocks):
   return _causal_attention_fwd(q, k, v, n_blocks)[0]
 
 
-def _causal_attention_fwd(q, k, v, n_blocks):
+def _query_blocks(q, k, v, n_blocks):
+  """Each query block's (queries, keys, values, causal mask): block i sees keys [0, end_i)."""
   size = q.shape[2] // n_blocks
-  q = q * (1.0 / math.sqrt(q.shape[-1]))
-  outs, probs = [], []
   for i in range(n_blocks):
     end = (i + 1) * size
-    scores = einsum("bhqd,bhkd->bhqk", q[:, :, i * size:end], k[:, :, :end]).astype(jnp.float32)
-    scores = jnp.where(causal_mask(size, end, i * size), scores, MASKED)
-    probs.append(jax.nn.softmax(scores, axis=-1).astype(v.dtype))
-    outs.append(einsum("bhqk,bhkd->bhqd", probs[-1], v[:, :, :end]))
-  out = jnp.concatenate(outs, axis=2)
-  return out, (q, k, v, probs, out)
+    yield q[:, :, i * size:end], k[:, :, :end], v[:, :, :end], causal_mask(size, end, i * size)
+
+
+def _causal_attention_fwd(q, k, v, n_blocks):
+  # Each block is the plain attention above, over the keys it can see.
+  blocks = [_attention_fwd(*block, False, True) for block in _query_blocks(q, k, v, n_blocks)]
+  out = jnp.concatenate([block_out for block_out, _ in blocks], axis=2)
+  return out, (q, k, v, [res[4] for _, res in blocks], out)
 
 
 def _causal_attention_bwd(n_blocks, res, dout):
-  q, k, v, probs, out = res  # q is pre-scaled by 1/sqrt(d)
+  # _attention_bwd of each block, written out so that sum_k p dp is taken once over all
+  # queries and dk is scaled once after the sum (calling it per block ran ~3% slower on baby).
+  q, k, v, probs, out = res
   T, size = q.shape[2], q.shape[2] // n_blocks
   scale = 1.0 / math.sqrt(q.shape[-1])
-  delta = (dout * out).sum(-1, keepdims=True)  # sum_k p dp, per query (as in _attention_bwd)
+  delta = (dout * out).sum(-1, keepdims=True)
   dq, dk, dv = [], [], []
-  for i, p in enumerate(probs):
-    end, rows = (i + 1) * size, slice(i * size, (i + 1) * size)
+  for i, ((qi, ki, vi, _), p) in enumerate(zip(_query_blocks(q, k, v, n_blocks), probs)):
+    rows = slice(i * size, (i + 1) * size)
     dv.append(_keys_grad(p, dout[:, :, rows], True))
-    dscores = (p * (einsum("bhqd,bhkd->bhqk", dout[:, :, rows], v[:, :, :end]) - delta[:, :, rows])).astype(q.dtype)
-    dq.append(einsum("bhqk,bhkd->bhqd", dscores, k[:, :, :end]) * scale)
-    dk.append(_keys_grad(dscores, q[:, :, rows], True))
+    dscores = (p * (einsum("bhqd,bhkd->bhqk", dout[:, :, rows], vi) - delta[:, :, rows])).astype(q.dtype)
+    dq.append(einsum("bhqk,bhkd->bhqd", dscores, ki) * scale)
+    dk.append(_keys_grad(dscores, qi, True))
   # Block i's key gradients cover keys [0, end_i): pad to T and add (XLA fuses it into one pass).
   pad_sum = lambda parts: sum(jnp.pad(a, ((0, 0), (0, 0), (0, T - a.shape[2]), (0, 0))) for a in parts)
-  return jnp.concatenate(dq, axis=2), pad_sum(dk), pad_sum(dv)
+  return jnp.concatenate(dq, axis=2), pad_sum(dk) * scale, pad_sum(dv)
 
 
 _causal_attention.defvjp(_causal_attention_fwd, _causal_attention_bwd)
