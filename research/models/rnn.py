@@ -178,22 +178,26 @@ def scan_cell(cell: Cell, gx: jax.Array, carry: Carry, mask: jax.Array | None = 
 #   dc_t = dc_{t+1}·f_{t+1} + dh_t·o_t·(1 - tanh²c_t)
 #   dz_t = [dc·g·i(1-i), dc·c_{t-1}·f(1-f), dc·i·(1-g²), dh·tanh(c)·o(1-o)],  dh_{t-1} = dz_t W_hhᵀ
 # With a mask, a padded step copies the state through: its gradient passes straight back.
+# The forward saves each gate and tanh(c_t) as its own [T, B, H] array, so the backward loop
+# has no transcendental and reads whole arrays: slicing the gates out of one [T, B, 4H] array
+# inside the loop made XLA:CPU's fusions ~3x slower (54 against 19 us a step in isolation), and
+# the LSTM LM's train step ran x1.06 faster with the split (interleaved A/B, Zen 4).
 
 
 def _lstm_forward(w_hh, gx, h0, c0, mask):
   def body(carry, inputs):
     h, c = carry
     g_t, m_t = inputs
-    gates = lstm_gates(g_t + h @ w_hh)
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    i, f, g, o = jnp.split(lstm_gates(g_t + h @ w_hh), 4, axis=-1)
     c_new = f * c + i * g
-    h_new = o * jnp.tanh(c_new)
+    tanh_c = jnp.tanh(c_new)
+    h_new = o * tanh_c
     keep = m_t[:, None]
     h_next, c_next = jnp.where(keep, h_new, h), jnp.where(keep, c_new, c)
-    return (h_next, c_next), (jnp.where(keep, h_new, 0), gates, c_new, h, c)
+    return (h_next, c_next), (jnp.where(keep, h_new, 0), (i, f, g, o, tanh_c, h, c))
 
-  (h, c), (out, gates, c_new, h_prev, c_prev) = jax.lax.scan(body, (h0, c0), (gx, mask))
-  return (h, c), out, (gates, c_new, h_prev, c_prev)
+  (h, c), (out, saved) = jax.lax.scan(body, (h0, c0), (gx, mask))
+  return (h, c), out, saved
 
 
 @jax.custom_vjp
@@ -208,27 +212,23 @@ def _lstm_scan_fwd(w_hh, gx, h0, c0, mask):
 
 
 def _lstm_scan_bwd(residuals, cotangents):
-  w_hh, mask, (gates, c_new, h_prev, c_prev) = residuals
+  w_hh, mask, (i, f, g, o, tanh_c, h_prev, c_prev) = residuals
   (d_h, d_c), d_out = cotangents
   w_t = w_hh.T
-  is_g = _is_g_column(w_hh.shape[-1])
 
   def body(carry, inputs):
     dh_next, dc_next = carry  # gradients w.r.t. the state leaving this step
-    d_out_t, gates_t, c_t, c_prev_t, m_t = inputs
+    d_out_t, (i, f, g, o, tanh_c, c_prev), m_t = inputs
     keep = m_t[:, None]
-    i, f, g, o = jnp.split(gates_t, 4, axis=-1)
-    tanh_c = jnp.tanh(c_t)
     dh = jnp.where(keep, d_out_t + dh_next, 0)
     dc = jnp.where(keep, dc_next, 0) + dh * o * (1 - tanh_c * tanh_c)
-    # d(activation) times the activation's derivative, over the whole [B, 4H] array at once.
-    d_act = jnp.concatenate([dc * g, dc * c_prev_t, dc * i, dh * tanh_c], -1)
-    dz = d_act * jnp.where(is_g, 1 - gates_t * gates_t, gates_t * (1 - gates_t))
+    dz = jnp.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
+                          dh * tanh_c * o * (1 - o)], -1)
     dh_prev = dz @ w_t + jnp.where(keep, 0, dh_next)
     dc_prev = dc * f + jnp.where(keep, 0, dc_next)
     return (dh_prev, dc_prev), dz
 
-  (dh0, dc0), dz = jax.lax.scan(body, (d_h, d_c), (d_out, gates, c_new, c_prev, mask), reverse=True)
+  (dh0, dc0), dz = jax.lax.scan(body, (d_h, d_c), (d_out, (i, f, g, o, tanh_c, c_prev), mask), reverse=True)
   d_w_hh = h_prev.reshape(-1, h_prev.shape[-1]).T @ dz.reshape(-1, dz.shape[-1])
   return d_w_hh, dz, dh0, dc0, None
 
