@@ -31,8 +31,19 @@ dispatch or the host (the host builds a step's arrays in ~6 ms, overlapped with 
 A CBOW sub-step (B = 256) profiled on a Zen 4 EPYC, ~270 us: the scatter-add of the 1536
 output rows 64 us, their gather 43 us, the g * h rows it adds 42 us, the input errors'
 spread 29 us, the two batched dots ~15 us each, the input gather and scatter ~15 us each.
-Tried without gain: the output scatter with [B, 1 + K] indices (no reshape), h behind an
-optimization barrier, B = 512 or 1024 with fewer sub-steps.
+The g * h rows cost that much because XLA fuses h's 10-slice context sum into them, once per
+row (1 + K times per centre). Tried without gain (interleaved A/B, paired ratios):
+- the output scatter with [B, 1 + K] indices (no reshape); B = 512 or 1024 with fewer sub-steps;
+- keeping h from being recomputed: an optimization barrier (XLA:CPU drops it before fusion);
+  h from a gather + reduce (x0.85); h ending in a divide XLA will not duplicate (x0.59-0.65:
+  the input gather then fuses into h, ten times over).
+- the second core. XLA:CPU runs a while body's small ops one at a time, and two jitted calls
+  on one device one after the other, so a sub-step uses one core (gensim runs two Hogwild
+  threads). Two CPU devices do run at once: each scanned half the sub-steps from the same
+  tables and the step summed their changes. Summing two 17 MB tables across devices costs
+  XLA:CPU 4-8 ms a table, so only long steps gain: sub_steps=256 ran level with one device,
+  512 x1.3-1.4 the words/s. But the replicas see each other's updates once a step, and at 512
+  analogy fell 1.2 points (seed 1; 0.8 at 256).
 """
 
 from __future__ import annotations
