@@ -184,7 +184,7 @@ def scan_cell(cell: Cell, gx: jax.Array, carry: Carry, mask: jax.Array | None = 
 # the LSTM LM's train step ran x1.06 faster with the split (interleaved A/B, Zen 4).
 # Tried without gain on that CPU, where one layer's forward + backward still takes ~1.25x
 # torch's oneDNN RNN: scan unroll 2 and 4; fewer per-step outputs; the bias added inside the
-# loop (+1%); dz built with selects over a [B, 4, H] view or with pads instead of the
+# loop (+1%, in the noise); dz built with selects over a [B, 4, H] view or with pads instead of the
 # concatenation (x0.81, x0.88); the loop's dz·W_hhᵀ contracting W_hh's minor axis (x0.97);
 # both layers in one loop body, layer 1 a step behind (a wavefront: +3% forward, because
 # XLA:CPU runs the independent small ops of a loop body one at a time); XNNPACK or oneDNN for
