@@ -38,7 +38,7 @@ row (1 + K times per centre). Tried without gain (interleaved A/B, paired ratios
   h from a gather + reduce (x0.85); h ending in a divide XLA will not duplicate (x0.59-0.65:
   the input gather then fuses into h, ten times over); h of the next sub-step computed at the
   end of this one and carried by the scan (the rows fell to 12 us, but the gather fused into
-  h: x0.57). B = 128 with 256 sub-steps gave the same analogy as B = 256 (11.61 / 11.00 /
+  h: x0.57). B = 128 with 128 sub-steps gave the same analogy as B = 256 (11.61 / 11.00 /
   11.62 against 11.56 / 10.98 / 11.67 over seeds 1-3): batching is not what keeps CBOW's
   analogy below gensim's.
 - the second core. XLA:CPU runs a while body's small ops one at a time, and two jitted calls
