@@ -65,6 +65,16 @@ def test_bfloat16_matmul_gradients_are_those_of_the_float32_product(n, m, w_is_o
     np.testing.assert_allclose(f32(a), b, rtol=2e-2, atol=2e-2 * float(jnp.abs(b).max()))
 
 
+def test_gelu():
+  """Exact-erf GELU and its one-pass gradient; in bfloat16 it is the float32 value rounded once."""
+  check_same_gradients(vjp.gelu, lambda x: jax.nn.gelu(x, approximate=False), randn(11, 3, 5, 16) * 3)
+  x = (randn(12, 64) * 3).astype(jnp.bfloat16)
+  y = vjp.gelu(x)
+  assert y.dtype == jnp.bfloat16
+  exact = jax.nn.gelu(x.astype(jnp.float32), approximate=False)
+  np.testing.assert_allclose(y.astype(jnp.float32), exact, rtol=2 ** -8, atol=1e-6)  # one bfloat16 rounding
+
+
 def test_layer_norm():
   check_same_gradients(vjp.layer_norm, plain_layer_norm, randn(2, 3, 7, 16) * 3 + 1, randn(3, 16), randn(4, 16))
 
