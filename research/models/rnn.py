@@ -225,14 +225,14 @@ def _lstm_scan_bwd(residuals, cotangents):
 
   def body(carry, inputs):
     dh_next, dc_next = carry  # gradients w.r.t. the state leaving this step
-    d_out_t, (i, f, g, o, tanh_c, c_prev), m_t = inputs
+    d_out_t, (i_t, f_t, g_t, o_t, tanh_c_t, c_prev_t), m_t = inputs
     keep = m_t[:, None]
     dh = jnp.where(keep, d_out_t + dh_next, 0)
-    dc = jnp.where(keep, dc_next, 0) + dh * o * (1 - tanh_c * tanh_c)
-    dz = jnp.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
-                          dh * tanh_c * o * (1 - o)], -1)
+    dc = jnp.where(keep, dc_next, 0) + dh * o_t * (1 - tanh_c_t * tanh_c_t)
+    dz = jnp.concatenate([dc * g_t * i_t * (1 - i_t), dc * c_prev_t * f_t * (1 - f_t),
+                          dc * i_t * (1 - g_t * g_t), dh * tanh_c_t * o_t * (1 - o_t)], -1)
     dh_prev = dz @ w_t + jnp.where(keep, 0, dh_next)
-    dc_prev = dc * f + jnp.where(keep, 0, dc_next)
+    dc_prev = dc * f_t + jnp.where(keep, 0, dc_next)
     return (dh_prev, dc_prev), dz
 
   (dh0, dc0), dz = jax.lax.scan(body, (d_h, d_c), (d_out, (i, f, g, o, tanh_c, c_prev), mask), reverse=True)
